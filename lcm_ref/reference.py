@@ -12,8 +12,9 @@ A step is an affine map of its inputs unless clip/threshold is configured:
              = a[t]·sample + b[t]·model_output           (denoised_coefficients: a = c_skip + c_out·p, b = c_out·q)
     prev     = c[s]·denoised + d[s]·z,  s = next timestep (noise_coefficients: c = √ᾱ_s, d = √(1−ᾱ_s))
 
-and the reference evaluates the fused form with correctly rounded a, b, c, d (error ≤ 1.5 eps·Σ|terms| per stage,
-see ``tests/test_reference_mpmath.py``). ``lcm_ref.torch_impl`` uses the same names and the same coefficients.
+and the reference evaluates the fused form with correctly rounded a, b, c, d: first-order error ≤ 1.5 eps·Σ|terms|
+for denoised, ≤ 3 for prev (with clip: 3 and 3.5; thresholding adds its divisor's error), checked against mpmath in
+``tests/test_reference_step.py``. ``lcm_ref.torch_impl`` uses the same names and the same coefficients.
 
 Two profiles: ``"diffusers"`` (default) reproduces diffusers, quirks included; ``"strict"`` gives the same results on
 valid input and raises ``StrictError`` (a ``ValueError``) for input that diffusers accepts but mishandles.
@@ -26,7 +27,7 @@ import math
 import numbers
 import warnings
 from fractions import Fraction
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import mpmath
 import numpy as np
@@ -213,6 +214,14 @@ def _noise_coefficients(cfg: LCMConfig, t_prev: int):
     return float(_mp.sqrt(abar)), float(_mp.sqrt(1 - abar))
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _chained_coefficients(cfg: LCMConfig, t: int, t_prev: int):
+    """(√ᾱ_prev·c_out[t], √ᾱ_prev·c_skip[t]), each rounded once: prev = these·(x0, sample) + √(1−ᾱ_prev)·z."""
+    abar = _exact_alpha_bar(cfg, t_prev) if t_prev >= 0 else _mpf(final_alpha_cumprod(cfg))
+    c_skip, c_out = _exact_scalings(cfg, t)
+    return float(_mp.sqrt(abar) * c_out), float(_mp.sqrt(abar) * c_skip)
+
+
 def _per_timestep(fn, cfg, timestep, k):
     """Apply a cached scalar coefficient function to an int or an int array; returns k floats or k arrays."""
     if np.ndim(timestep) == 0:
@@ -350,6 +359,9 @@ def set_timesteps(cfg: LCMConfig, num_inference_steps=None, *, original_inferenc
         n = len(arr)
         t_start = max(n - min(int(n * strength), n), 0)
         arr = arr[t_start:]
+        if strict and len(arr) == 0:
+            raise StrictError("timesteps", ts, f"a list that strength={strength} does not cut to nothing "
+                              f"(int({n} x {strength}) = 0 timesteps left)")
         # diffusers keeps num_inference_steps = len(all timesteps) (quirk 1); strict uses the truncated length.
         return Schedule(arr, len(arr) if strict else n)
 
@@ -403,17 +415,27 @@ def _f64(x, name):
         raise LCMRefError(name, type(x).__name__, "an array-like of real numbers") from None
 
 
+def _quantile(row, ratio):
+    """torch.quantile(row, ratio) with linear interpolation, exact: the ratio·(n−1) position between the two order
+    statistics around it, formed in rational arithmetic and rounded once. Non-finite rows follow torch: NaN if any
+    NaN, else torch.lerp's float formula (which gives NaN for inf − inf)."""
+    row = np.sort(row)
+    pos = Fraction(ratio) * (len(row) - 1)
+    lo, hi, w = row[math.floor(pos)], row[math.ceil(pos)], pos - math.floor(pos)
+    if np.isnan(row).any():
+        return math.nan
+    if not np.isfinite(hi):
+        w = float(w)
+        return float(lo + w * (hi - lo) if w < 0.5 else hi - (hi - lo) * (1 - w))
+    return float(Fraction(lo) + w * (Fraction(hi) - Fraction(lo)))
+
+
 def _threshold(x0, ratio, sample_max_value):
-    """Dynamic thresholding (Saharia et al. 2022): s = the ``ratio`` quantile of |x0| per batch element (linear
-    interpolation, as torch.quantile), clamped to [1, sample_max_value]; x0 = clamp(x0, −s, s)/s. The quantile
-    is formed in exact rational arithmetic and rounded once."""
+    """Dynamic thresholding (Saharia et al. 2022): s = the ``ratio`` quantile of |x0| per batch element, clamped to
+    [1, sample_max_value]; x0 = clamp(x0, −s, s)/s. Returns (x0, s)."""
     if x0.ndim < 2:
         raise LCMRefError("sample.shape", x0.shape, "at least 2 dims (batch, channels, ...) with thresholding")
-    flat = np.sort(np.abs(x0.reshape(x0.shape[0], -1)), axis=1)
-    pos = Fraction(ratio) * (flat.shape[1] - 1)
-    lo = math.floor(pos)
-    hi, w = min(lo + 1, flat.shape[1] - 1), pos - lo
-    s = np.array([float(Fraction(r[lo]) + w * (Fraction(r[hi]) - Fraction(r[lo]))) for r in flat])
+    s = np.array([_quantile(r, ratio) for r in np.abs(x0.reshape(x0.shape[0], -1))])
     s = np.minimum(np.maximum(s, 1.0), sample_max_value).reshape((-1,) + (1,) * (x0.ndim - 1))
     return np.clip(x0, -s, s) / s, s
 
@@ -458,6 +480,7 @@ def step(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None
                               "ᾱ[T-1] = 0 and diffusers divides by zero: quirk 3)")
 
     c_skip, c_out, p, q, a, b = _coefficients(cfg, t)
+    x0 = None
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if cfg.thresholding or cfg.clip_sample or math.isinf(p):
             if cfg.prediction_type == "sample":
@@ -481,7 +504,11 @@ def step(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None
                               f"last of num_inference_steps={n}")
         t_prev = int(sched[step_index + 1]) if step_index + 1 < len(sched) else t
         c, d = _noise_coefficients(cfg, t_prev)
-        return StepOutput(c * denoised + d * z, denoised)
+        if x0 is None:
+            return StepOutput(c * denoised + d * z, denoised)
+        # From the clipped x0 with c·c_out and c·c_skip rounded once: ≤ 3.5 eps·Σ|terms| instead of 4.5 via denoised.
+        cc_out, cc_skip = _chained_coefficients(cfg, t, t_prev)
+        return StepOutput(cc_out * x0 + cc_skip * x + d * z, denoised)
 
 
 def step_terms(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None, step_index=None,

@@ -1,0 +1,186 @@
+"""``lcm-ref report``: notebooks committed clean, outputs converted to markdown + PNG, atomic replacement of the
+reports folder, and every notebook executed for real (fast mode) into a temporary folder."""
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from lcm_ref import report
+from lcm_ref.errors import LCMRefError
+
+NOTEBOOKS = Path(report.ROOT) / "notebooks"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_png() -> bytes:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(0.2, 0.2))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", report.ORDER)
+def test_notebook_committed_without_outputs(name):
+    """Each of the five notebooks exists, is valid nbformat 4, uses the python3 kernel, and has no outputs or
+    execution counts (so diffs show only code and text)."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+
+
+def synthetic_notebook(png):
+    nb = new_notebook()
+    nb.cells = [
+        new_markdown_cell("# Title\n\nIntro text."),
+        new_code_cell("x = 1", metadata={"tags": ["remove-input"]}, outputs=[
+            new_output("stream", name="stdout", text="printed\n"),
+            new_output("stream", name="stderr", text="progress bar noise\n")]),
+        new_code_cell("plot()", outputs=[
+            new_output("display_data", data={"image/png": base64.b64encode(png).decode(), "text/plain": "<Figure>"}),
+            new_output("display_data", data={"text/markdown": "| a |\n|---|\n| 1 |", "text/plain": "<Markdown>"}),
+            new_output("execute_result", data={"text/plain": "42"}, execution_count=1)]),
+        new_code_cell("hidden()", metadata={"tags": ["remove-output"]}, outputs=[
+            new_output("stream", name="stdout", text="should not appear\n")]),
+        new_code_cell("boom()", outputs=[new_output("error", ename="ValueError", evalue="bad",
+                                                    traceback=["\x1b[31mTraceback\x1b[0m", "ValueError: bad"])]),
+    ]
+    return nb
+
+
+def test_outputs_become_markdown_and_png(tmp_path):
+    """Markdown cells pass through; image/png becomes a PNG file (same bytes) linked from the page; text/markdown
+    is inlined; stdout and text/plain go in code blocks; stderr and remove-output are dropped; remove-input hides
+    the code; errors keep their traceback without ANSI codes; the header goes under the title."""
+    png = tiny_png()
+    text, figs = report.notebook_to_markdown(synthetic_notebook(png), "demo", tmp_path, header="_HEADER_")
+    assert [f.name for f in figs] == ["demo-01.png"]
+    assert (tmp_path / "demo-01.png").read_bytes() == png
+    assert "![demo figure 1](figures/demo-01.png)" in text
+    assert text.startswith("# Title\n\n_HEADER_\n\nIntro text.")
+    assert "| a |\n|---|\n| 1 |" in text
+    assert "```text\nprinted\n```" in text and "```text\n42\n```" in text
+    assert "progress bar noise" not in text and "should not appear" not in text
+    assert "x = 1" not in text and "```python\nplot()\n```" in text
+    assert "ValueError: bad" in text and "\x1b" not in text
+
+
+def test_csv_round_trip(tmp_path):
+    """save_csv writes floats in repr precision (read back bit for bit) and lists space-joined; md_table renders
+    None as — and escapes pipes."""
+    rows = [{"a": 0.1 + 0.2, "b": [1, 2], "c": None, "d": "x|y"}]
+    path = report.save_csv(rows, tmp_path / "sub" / "t.csv")
+    back = report.read_csv(path)
+    assert back[0]["a"] == 0.1 + 0.2 and back[0]["b"] == "1 2" and back[0]["c"] == ""
+    table = report.md_table(rows)
+    assert "| [1, 2] | — | x\\|y |" in table
+    assert list(tmp_path.joinpath("sub").iterdir()) == [path]          # no temporary file left behind
+
+
+def fake_notebooks(folder, names):
+    folder.mkdir()
+    for name in names:
+        nb = new_notebook(cells=[new_markdown_cell(f"# {name}"), new_code_cell("pass")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+def previous_reports(out):
+    out.mkdir()
+    (out / "data").mkdir()
+    (out / "scheduler_behaviour.md").write_text("OLD PAGE")
+    (out / "stale.md").write_text("from an older run")
+    (out / "data" / "bench_cuda.csv").write_text("device\nH100\n")
+    return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def test_interrupted_run_leaves_previous_reports(tmp_path, monkeypatch):
+    """A run interrupted mid-way (Ctrl-C in the second notebook) leaves the previous reports byte-identical and no
+    temporary folder beside them."""
+    nbs = fake_notebooks(tmp_path / "nbs", ["scheduler_behaviour", "reference_vs_gpu"])
+    out = tmp_path / "reports"
+    before = previous_reports(out)
+    calls = []
+
+    def fake_execute(path, workdir, timeout, progress, env):
+        calls.append(path.stem)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return nbformat.read(path, as_version=4)
+    monkeypatch.setattr(report, "_execute", fake_execute)
+    with pytest.raises(KeyboardInterrupt):
+        report.run(out, notebooks=nbs, quiet=True)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nbs", "reports"]
+
+
+def test_full_run_replaces_and_keeps_gpu_results(tmp_path, monkeypatch):
+    """A full run replaces the folder (stale pages go), keeps data/*_cuda.* files, and a failing notebook keeps
+    its previous page while the others are written."""
+    nbs = fake_notebooks(tmp_path / "nbs", ["scheduler_behaviour", "reference_vs_gpu"])
+    out = tmp_path / "reports"
+    previous_reports(out)
+
+    def fake_execute(path, workdir, timeout, progress, env):
+        assert env["LCM_REF_DATA"].endswith("data") and env["LCM_REF_FAST"] == "1"
+        if path.stem == "scheduler_behaviour":
+            raise RuntimeError("cell failed")
+        return nbformat.read(path, as_version=4)
+    monkeypatch.setattr(report, "_execute", fake_execute)
+    results = report.run(out, fast=True, notebooks=nbs, quiet=True)
+    assert [(r.name, r.ok) for r in results] == [("scheduler_behaviour", False), ("reference_vs_gpu", True)]
+    assert (out / "data" / "bench_cuda.csv").read_text() == "device\nH100\n"
+    assert not (out / "stale.md").exists()
+    assert (out / "reference_vs_gpu.md").exists()
+    assert (out / "scheduler_behaviour.md").read_text() == "OLD PAGE"
+    # --only keeps everything else as it was
+    (out / "keep.md").write_text("kept")
+    report.run(out, fast=True, notebooks=nbs, only="reference_vs_gpu", quiet=True)
+    assert (out / "keep.md").read_text() == "kept"
+
+
+def test_only_unknown_name():
+    """--only with a name that is not a notebook is a clear error listing the valid names."""
+    with pytest.raises(LCMRefError, match=r"--only='nope'.*scheduler_behaviour"):
+        report.run("/nonexistent/never-written", only="nope", quiet=True)
+
+
+@pytest.fixture(scope="module")
+def fast_reports(tmp_path_factory):
+    """All notebooks executed for real in fast mode into a temporary folder."""
+    out = tmp_path_factory.mktemp("rep") / "reports"
+    results = report.run(out, fast=True, quiet=True)
+    return out, results
+
+
+def test_every_notebook_executes_into_a_page(fast_reports):
+    """Every notebook executes without error in fast mode and becomes a page with at least one figure; every figure
+    the page links to exists and is a PNG; the numbers behind the figures are in data/*.csv; the index links every
+    page and names the versions, device, seed and date."""
+    out, results = fast_reports
+    assert [(r.name, r.ok, r.error[-2000:]) for r in results] == [(n, True, "") for n in report.ORDER]
+    index = (out / "README.md").read_text()
+    for key in ("lcm_ref", "torch", "diffusers", "cpu", "gpu", "seed", "date"):
+        assert f"| {key} |" in index
+    for name in report.ORDER:
+        page = (out / f"{name}.md").read_text()
+        assert f"({name}.md)" in index
+        assert "**Error**" not in page
+        links = re.findall(r"\]\((figures/[^)]+\.png)\)", page)
+        assert links, f"{name}: no figure"
+        for link in links:
+            assert (out / link).read_bytes()[:8] == PNG_MAGIC
+    assert len(list((out / "data").glob("*.csv"))) >= 10
+    assert not list(out.parent.glob(".reports-*"))

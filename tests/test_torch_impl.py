@@ -1,0 +1,320 @@
+"""TorchLCM against lcm_ref.reference: the mirrored names, every step's scaled error (DESIGN §6) in every dtype on
+every device present, per-sample timesteps, the forward process, and bad input.
+
+Error bounds. Scaled error = |impl − ref| / (eps(dtype)·Σ|terms|) with Σ|terms| from ``ref.step_terms``; u = eps/2
+is the unit roundoff. Each bound below is first order: one u per rounded coefficient, product and sum on the terms
+it touches (an FMA only removes roundings, so the bounds hold with or without contraction).
+
+- float32, linear step (``lcm_ref.torch_impl`` docstring): denoised = fl(fl(a·x) + fl(b·m)) with a, b rounded once:
+  3u on each term → 1.5. prev = fl(fl(fl(ca·x) + fl(cb·m)) + fl(d·z)): 4u on the ca, cb terms (coefficient,
+  product, two sums), 3u on d·z → 2.0.
+- float16 / bfloat16, linear: the same float32 arithmetic (r = eps32/eps(dtype) of it: 1.5r, 2r) plus one rounding
+  of the result to the dtype, ≤ u(dtype)·|result| ≤ 0.5·eps(dtype)·Σ → 0.5 + 1.5r and 0.5 + 2r.
+- float64, linear: the engine and the reference both carry first-order error against exact arithmetic, so the
+  bound is the sum. Engine: 1.5 (denoised); prev 3.0 (ca = fl(c·a) of two rounded factors: 3u, so 6u on the ca,
+  cb terms, 3u on d·z). Reference (its docstring): 1.5 and 3.0. → 3.0 and 6.0.
+- clip / threshold (computed in float64, rounded once to the dtype). Both sides form x0 = p·x + q·m identically
+  (the same correctly rounded p, q; two products and a sum in eager float64), so x0's error is shared and cancels.
+  Float64 engine against the reference: clip: denoised 1.5 + 1.5; prev engine c·1.5 + 1.5 = 3, reference's
+  chained cc_out·x0 + cc_skip·x + d·z 2 (4u) → 3.0 and 5.0. Threshold adds the divisor s: the engine's
+  torch.lerp (w rounded, a difference, a product, a sum: 4u) and the division (u), against the reference's
+  correctly rounded s: denoised engine 4 (8u on the c_out·x0/s term) + reference 2.5 (5u) = 6.5; prev engine
+  c·4 + 1.5 = 5.5, reference 3 → 8.5. Narrower dtypes: the float64 value is within (8.5 + 8.5)·eps64 of the
+  reference's, then rounded once: 0.5 + 17·eps64/eps(dtype).
+- Underflow: a result in the dtype's subnormal range carries absolute error ≤ u·tiny (tiny = smallest normal), so
+  tiny is added to Σ|terms|. Overflow (|ref| ≥ the dtype's max, float16 only in practice): the result must be ±inf
+  or ±max with the reference's sign.
+- SLACK: the neglected second-order terms (≤ 10u² per term, i.e. 10u relative to the bound) and, for the narrow
+  dtypes, the reference's own float64 error (≤ 4·eps64/eps32 = 2⁻²⁷ of a unit): below 2⁻²⁰ relative.
+
+Measured maxima (CPU, the hypothesis examples of this file): float32 1.06 / 1.51, float16 0.50 / 0.46, bfloat16
+0.49 / 0.49, float64 1.0 / 1.8; diffusers' float32 LCMScheduler on the same units: 5–13, 57 for squaredcos_cap_v2
+(tests/test_torch_dropin.py).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lcm_ref.reference as ref
+from lcm_ref import LCMConfig, LCMRefError, StrictError
+from lcm_ref import strategies as lst
+from lcm_ref.torch_impl import TorchLCM
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])]
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+EPS = {torch.float64: 2.0 ** -52, torch.float32: 2.0 ** -23, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
+SLACK = 2.0 ** -20
+
+
+def bounds(cfg, dtype):
+    """(denoised, prev) bounds on the scaled error against the reference: see the module docstring."""
+    r = EPS[torch.float32] / EPS[dtype]
+    if cfg.clip_sample or cfg.thresholding:
+        if dtype == torch.float64:
+            return (6.5, 8.5) if cfg.thresholding else (3.0, 5.0)
+        narrow = 0.5 + 17 * EPS[torch.float64] / EPS[dtype]
+        return narrow, narrow
+    return {torch.float32: (1.5, 2.0), torch.float64: (3.0, 6.0)}.get(dtype, (0.5 + 1.5 * r, 0.5 + 2 * r))
+
+
+def check_scaled(got, want, terms, dtype, bound, what):
+    """Assert the scaled error ≤ bound (underflow and overflow as the module docstring says)."""
+    got = got.detach().cpu().double().numpy() if isinstance(got, torch.Tensor) else np.asarray(got, np.float64)
+    info = torch.finfo(dtype)
+    big = np.abs(want) >= info.max
+    assert np.all((np.sign(got[big]) == np.sign(want[big])) & (np.abs(got[big]) >= info.max)), f"{what}: overflow"
+    err = ref.scaled_error(got, want, terms + info.tiny, dtype)[~big]
+    worst = float(err.max()) if err.size else 0.0
+    assert worst <= bound * (1 + SLACK), f"{what}: max scaled error {worst:.3f} > {bound} ({dtype})"
+    return worst
+
+
+def drawn_inputs(data, dtype, shape, k=3):
+    """k tensors of ``shape`` (N(0,1)·scale with some zeros), rounded to ``dtype``; the reference gets the same
+    rounded values."""
+    recipes = [data.draw(lst.tensor_recipes(shape, torch.float64), label=f"tensor {j}") for j in range(k)]
+    return [r.make().to(dtype) for r in recipes]
+
+
+def set_schedule(eng, req):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return eng.set_timesteps(req["num_inference_steps"], original_inference_steps=req["original_inference_steps"],
+                                 timesteps=req["timesteps"], strength=req["strength"] or 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Names mirrored from the reference
+# ---------------------------------------------------------------------------------------------------------------------
+
+TABLES = ("betas", "alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")
+COEFFICIENTS = ("boundary_scalings", "x0_coefficients", "denoised_coefficients")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@settings(max_examples=12)
+@given(cfg=lst.configs())
+def test_names_mirror_reference(dtype, cfg):
+    """Every mirrored table and coefficient function is the reference's float64 value rounded once to the table
+    dtype, over all t in [−T, T) (so nothing is recomputed in torch: a float32 cumprod table fails this)."""
+    eng = TorchLCM(cfg, dtype=dtype)
+    T = cfg.num_train_timesteps
+    for name in TABLES:
+        want = torch.tensor(getattr(ref, name)(cfg)).to(eng.table_dtype)
+        assert torch.equal(getattr(eng, name), want), name
+    assert eng.final_alpha_cumprod == ref.final_alpha_cumprod(cfg)
+    ts = np.arange(-T, T)
+    with np.errstate(invalid="ignore"):
+        for name in COEFFICIENTS + ("noise_coefficients",):
+            got, want = getattr(eng, name)(ts), getattr(ref, name)(cfg, ts)
+            for g, w in zip(got, want):
+                torch.testing.assert_close(g, torch.tensor(w).to(eng.table_dtype), rtol=0, atol=0, equal_nan=True,
+                                           msg=name)
+
+
+@settings(max_examples=20)
+@given(data=st.data())
+def test_schedule_and_previous_timestep_mirror_reference(data):
+    """set_timesteps gives the reference's strict schedule exactly; previous_timestep agrees for ints and tensors."""
+    cfg = data.draw(lst.configs(), label="cfg")
+    req = data.draw(lst.schedule_requests(cfg, errors=False), label="request")
+    eng = TorchLCM(cfg)
+    got = set_schedule(eng, req)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = ref.timesteps(cfg, req["num_inference_steps"], original_inference_steps=req["original_inference_steps"],
+                             timesteps=req["timesteps"], strength=req["strength"] or 1.0, profile="strict")
+    assert got.dtype == torch.int64 and got.tolist() == want.tolist()
+    prev = [ref.previous_timestep(want, int(t)) for t in want]
+    assert [eng.previous_timestep(int(t)) for t in want] == prev
+    assert eng.previous_timestep(got).tolist() == prev
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Step accuracy
+# ---------------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@settings(max_examples=20)
+@given(data=st.data())
+def test_step_matches_reference(device, dtype, data):
+    """Every step of a drawn schedule (every beta schedule, prediction type, zero-SNR, clip/threshold,
+    timestep_scaling over decades) is within the derived scaled-error bound of the reference, by step index and by
+    timestep tensor alike (bitwise the same)."""
+    cfg = data.draw(lst.configs(), label="cfg")
+    req = data.draw(lst.schedule_requests(cfg, errors=False, max_steps=4), label="request")
+    eng = TorchLCM(cfg, device=device, dtype=dtype)
+    ts = set_schedule(eng, req).cpu().numpy()
+    shape = data.draw(lst.shapes(min_dims=2, max_dims=4, max_side=5), label="shape")
+    bound_den, bound_prev = bounds(cfg, dtype)
+    for i, t in enumerate(ts):
+        x, m, z = (v.to(device) for v in drawn_inputs(data, dtype, shape))
+        out = eng.step(m, int(t), x, z, step_index=i)
+        by_tensor = eng.step(m, torch.tensor(int(t), device=device), x, z)
+        want = ref.step(cfg, m, int(t), x, schedule=ts, noise=z, step_index=i, profile="strict")
+        terms = ref.step_terms(cfg, m, int(t), x, schedule=ts, noise=z, step_index=i)
+        check_scaled(out.denoised, want.denoised, terms.denoised, dtype, bound_den, f"denoised at step {i}")
+        check_scaled(out.prev_sample, want.prev_sample, terms.prev_sample, dtype, bound_prev, f"prev at step {i}")
+        assert out.denoised.dtype == out.prev_sample.dtype == dtype
+        assert torch.equal(by_tensor.denoised, out.denoised)
+        if i == len(ts) - 1:     # the tensor path noises with d = 0: exactly denoised
+            assert torch.equal(by_tensor.prev_sample, out.denoised) and out.prev_sample is out.denoised
+        else:
+            assert torch.equal(by_tensor.prev_sample, out.prev_sample)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_per_sample_timesteps_equal_separate_calls(device, dtype, data):
+    """One call with B per-sample timesteps (or step indices) gives bitwise the outputs of B separate calls."""
+    cfg = data.draw(lst.configs(), label="cfg")
+    req = data.draw(lst.schedule_requests(cfg, errors=False), label="request")
+    eng = TorchLCM(cfg, device=device, dtype=dtype)
+    ts = set_schedule(eng, req)
+    n = len(ts)
+    B = data.draw(st.integers(1, 6), label="B")
+    idx = data.draw(st.lists(st.integers(0, n - 1), min_size=B, max_size=B), label="step indices")
+    shape = (B,) + data.draw(lst.shapes(min_dims=2, max_dims=3, max_side=4), label="sample shape")[1:]
+    x, m, z = (v.to(device) for v in drawn_inputs(data, dtype, shape))
+    idx_t = torch.tensor(idx, device=device)
+    by_index = eng.step(m, None, x, z, step_index=idx_t)
+    by_timestep = eng.step(m, ts[idx_t], x, z)
+    for b, i in enumerate(idx):
+        one = eng.step(m[b:b + 1], int(ts[i]), x[b:b + 1], z[b:b + 1], step_index=i)
+        for got in (by_index, by_timestep):
+            assert torch.equal(got.denoised[b:b + 1], one.denoised), (b, i)
+            assert torch.equal(got.prev_sample[b:b + 1], one.prev_sample), (b, i)
+
+
+def test_per_sample_last_step_is_denoised_and_distinct_rows_differ():
+    """In a per-sample batch the last-step element gets prev = denoised and the others are noised at their own
+    next level (a mutant that uses timestep[0] for every element fails this)."""
+    cfg = LCMConfig()
+    eng = TorchLCM(cfg)
+    ts = eng.set_timesteps(4)
+    x = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    m = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    z = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    out = eng.step(m, torch.tensor([3, 0, 1, 2]), x, z, step_index=torch.tensor([3, 0, 1, 2]))
+    assert torch.equal(out.prev_sample[0], out.denoised[0])
+    for b, i in enumerate([3, 0, 1, 2]):
+        want = ref.step(cfg, m[b:b + 1], int(ts[i]), x[b:b + 1], schedule=ts.numpy(), noise=z[b:b + 1],
+                        step_index=i)
+        terms = ref.step_terms(cfg, m[b:b + 1], int(ts[i]), x[b:b + 1], schedule=ts.numpy(), noise=z[b:b + 1],
+                               step_index=i)
+        check_scaled(out.prev_sample[b:b + 1], want.prev_sample, terms.prev_sample, torch.float32, 2.0, f"row {b}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Forward process, sampling loop
+# ---------------------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_add_noise_and_get_velocity_match_reference(device, dtype, data):
+    """add_noise and get_velocity, one timestep per batch element, are within the derived bound of the reference:
+    two terms, each with a rounded √ coefficient, a product and a sum (3u → 1.5 in float32; 0.5 + 1.5r narrower;
+    float64 1.5 + the reference's 1.5)."""
+    cfg = data.draw(lst.configs(), label="cfg")
+    shape = data.draw(lst.shapes(min_dims=1, max_dims=4, max_side=4), label="shape")
+    ts = data.draw(lst.timestep_batches(cfg, shape[0]), label="timesteps")
+    x, z = drawn_inputs(data, dtype, shape, k=2)
+    eng = TorchLCM(cfg, device=device, dtype=dtype)
+    r = EPS[torch.float32] / EPS[dtype]
+    bound = {torch.float32: 1.5, torch.float64: 3.0}.get(dtype, 0.5 + 1.5 * r)
+    c = ref.sqrt_alphas_cumprod(cfg)[ts].reshape((-1,) + (1,) * (len(shape) - 1))
+    d = ref.sqrt_one_minus_alphas_cumprod(cfg)[ts].reshape(c.shape)
+    xd, zd = x.double().numpy(), z.double().numpy()
+    terms = c * np.abs(xd) + d * np.abs(zd)
+    t_dev = torch.tensor(ts, device=device)
+    check_scaled(eng.add_noise(x.to(device), z.to(device), t_dev), ref.add_noise(cfg, xd, zd, ts), terms, dtype,
+                 bound, "add_noise")
+    check_scaled(eng.get_velocity(x.to(device), z.to(device), t_dev), ref.get_velocity(cfg, xd, zd, ts),
+                 c * np.abs(zd) + d * np.abs(xd), dtype, bound, "get_velocity")
+
+
+def test_sample_loop_matches_reference_sample():
+    """TorchLCM.sample (Algorithm 3) equals its own step-by-step loop bitwise and reference.sample within the
+    float64 step bounds carried through the loop."""
+    cfg = LCMConfig(prediction_type="v_prediction")
+    eng = TorchLCM(cfg, dtype=torch.float64)
+    ts = eng.set_timesteps(4).numpy()
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64)
+    noises = [torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64) for _ in range(3)]
+    outputs = {int(t): torch.randn(1, 2, 4, 4, generator=g, dtype=torch.float64) for t in ts}
+
+    def model_fn(x, t):       # independent of x, so a difference carries through the loop only via a·x
+        return outputs[int(t)]
+
+    got = eng.sample(model_fn, x_T, noises)
+    x = x_T
+    for i, t in enumerate(ts):
+        x = eng.step(model_fn(x, t), int(t), x, noises[i] if i < 3 else None, step_index=i).prev_sample
+    assert torch.equal(got, x)
+    # Step k adds ≤ 6 eps64·Σ|terms| (prev; 3 on the last, denoised) along the reference trajectory; an earlier
+    # difference δ enters step k+1 through a·x and leaves it as c·a·δ (prev) or a·δ (the last), so the final
+    # difference is ≤ Σ_k (Π_{j>k} |c_j·a_j|)·e_k with e_k the largest per-element bound of step k.
+    want, xr, total = None, x_T.numpy(), 0.0
+    for i, t in enumerate(ts):
+        z = noises[i].numpy() if i < 3 else None
+        terms = ref.step_terms(cfg, outputs[int(t)], int(t), xr, schedule=ts, noise=z, step_index=i)
+        a, _ = ref.denoised_coefficients(cfg, int(t))
+        gain = a * (ref.noise_coefficients(cfg, int(ts[i + 1]))[0] if i < 3 else 1.0)
+        total = total * abs(gain) + (6.0 if i < 3 else 3.0) * EPS[torch.float64] * float(terms.prev_sample.max())
+        xr = ref.step(cfg, outputs[int(t)], int(t), xr, schedule=ts, noise=z, step_index=i).prev_sample
+    want = ref.sample(cfg, lambda x, t: outputs[int(t)].numpy(), x_T.numpy(), ts, [z.numpy() for z in noises])
+    assert np.array_equal(want, xr)
+    assert float(np.abs(got.numpy() - want).max()) <= total * (1 + SLACK)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------------------------------
+
+def test_bad_input_raises_naming_the_parameter():
+    """Every bad input raises an LCMRefError (or IndexError for a device-side lookup) naming what is wrong."""
+    eng = TorchLCM(LCMConfig())
+    x = torch.zeros(1, 4, 2, 2)
+    with pytest.raises(LCMRefError, match="schedule"):
+        eng.step(x, 999, x, x)
+    ts = eng.set_timesteps(4)
+    cases = [
+        (lambda: TorchLCM(LCMConfig(), dtype=torch.int32), LCMRefError, "dtype"),
+        (lambda: TorchLCM("cfg"), LCMRefError, "cfg"),
+        (lambda: eng.step(x.double(), 999, x.double(), x.double()), LCMRefError, "sample"),
+        (lambda: eng.step(x[:, :2], 999, x, x), StrictError, "model_output.shape"),
+        (lambda: eng.step(x, 999, x, x[:, :2]), StrictError, "noise.shape"),
+        (lambda: eng.step(x, 998, x, x), StrictError, "timestep"),
+        (lambda: eng.step(x, 999, x, x, step_index=4), StrictError, "step_index"),
+        (lambda: eng.step(x, 999, x, x, step_index=-1), StrictError, "step_index"),
+        (lambda: eng.step(x, 759, x, x, step_index=0), StrictError, "timestep"),
+        (lambda: eng.step(x, torch.tensor([999.0]), x, x), LCMRefError, "timestep"),
+        (lambda: eng.step(x, torch.tensor([998]), x, x), IndexError, "out of bounds"),
+        (lambda: eng.step(x, torch.tensor([-1]), x, x), IndexError, "out of bounds"),
+        (lambda: eng.step(x, None, x, x, step_index=torch.tensor([4])), IndexError, "out of bounds"),
+        (lambda: eng.step(x, None, x, x, step_index=torch.tensor([-1])), IndexError, "out of bounds"),
+        (lambda: eng.previous_timestep(998), StrictError, "timestep"),
+        (lambda: eng.set_timesteps(4, strength=1.5), StrictError, "strength"),
+        (lambda: eng.set_schedule([999, -1]), StrictError, "timesteps"),
+        (lambda: eng.set_schedule([999, 999]), StrictError, "timesteps"),
+        (lambda: eng.boundary_scalings(1000), LCMRefError, "timestep"),
+        (lambda: TorchLCM(LCMConfig(rescale_betas_zero_snr=True)).set_timesteps(4), StrictError, "timesteps"),
+        (lambda: TorchLCM(LCMConfig(thresholding=True)).step(x[0, 0, 0], 999, x[0, 0, 0], schedule=[999]),
+         LCMRefError, "sample.shape"),
+    ]
+    for fn, exc, name in cases:
+        with pytest.raises(exc, match=name.replace(".", r"\.")):
+            fn()
+    assert ts.tolist() == [999, 759, 499, 259]
