@@ -104,9 +104,9 @@ def show(text: str):
     display(Markdown(text))
 
 
-def save_csv(rows, path, columns=None) -> Path:
+def save_csv(rows, path, columns=None) -> None:
     """Write ``rows`` (dicts) as CSV, atomically (temporary file, then ``os.replace``). Floats in repr precision;
-    lists joined by spaces."""
+    lists joined by spaces. Returns None (so that a notebook cell ending with it prints nothing)."""
     rows = list(rows)
     path = Path(path)
     columns = list(columns or (rows[0].keys() if rows else []))
@@ -117,7 +117,6 @@ def save_csv(rows, path, columns=None) -> Path:
         w.writerow([" ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else ("" if v is None else
                     repr(v) if isinstance(v, float) else v) for v in (r.get(c) for c in columns)])
     _write_atomic(path, buf.getvalue().encode())
-    return path
 
 
 def read_csv(path) -> list[dict]:

@@ -48,7 +48,9 @@ def tiny_pipeline(scheduler, *, img2img: bool = False, seed: int = 0, dtype=torc
     pipe = cls(vae=tiny_vae(seed), text_encoder=None, tokenizer=None, unet=tiny_unet(seed), scheduler=scheduler,
                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=device, dtype=dtype)
+    if torch.device(device) != torch.device("cpu") or dtype != torch.float32:
+        pipe = pipe.to(device=device, dtype=dtype)
+    return pipe
 
 
 def prompt_embeds(batch: int = 1, tokens: int = 4, seed: int = 0, dtype=torch.float32, device="cpu"):

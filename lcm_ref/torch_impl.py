@@ -67,6 +67,8 @@ def draw_noise(shape, generator=None, device=None, dtype=None):
     draws it: on the generator's device when that is the CPU (then moved), one draw of shape (1, …) per generator
     when a list of generators is given (one per batch element)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if generator is None or (isinstance(generator, torch.Generator) and generator.device.type == device.type):
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     if isinstance(generator, (list, tuple)) and len(generator) == 1:
         generator = generator[0]
     gens = generator if isinstance(generator, (list, tuple)) else [generator]
@@ -107,14 +109,22 @@ def _affine_step(sample, model_output, noise, a, b, ca, cb, d, dtype):
     return prev.to(dtype), denoised.to(dtype)
 
 
+def _gathered_affine_step(sample, model_output, noise, rows, index, dtype):
+    """``_affine_step`` with the coefficient rows gathered from the (n, 5) table by ``index`` (shape (B,)), so a
+    compiled version sees the same input tensors at every step (no recompilation per row)."""
+    a, b, ca, cb, d = rows[index].view(index.shape[0], len(_LINEAR), *([1] * (sample.dim() - 1))).unbind(1)
+    return _affine_step(sample, model_output, noise, a, b, ca, cb, d, dtype)
+
+
 _COMPILED = []
 
 
-def _compiled_affine_step():
-    """``_affine_step`` through ``torch.compile(fullgraph=True)``: one fused kernel (Triton on CUDA, C++ on CPU)
-    that reads x, m, z once and writes prev and denoised once. Compiled on first use (tens of seconds)."""
+def _compiled_step():
+    """``_gathered_affine_step`` through ``torch.compile(fullgraph=True)``: one fused kernel (Triton on CUDA, C++
+    on CPU) that reads x, m, z once and writes prev and denoised once. Compiled on first use per shape and dtype
+    (seconds to tens of seconds)."""
     if not _COMPILED:
-        _COMPILED.append(torch.compile(_affine_step, fullgraph=True, dynamic=False))
+        _COMPILED.append(torch.compile(_gathered_affine_step, fullgraph=True, dynamic=False))
     return _COMPILED[0]
 
 
@@ -143,7 +153,7 @@ class TorchLCM:
         if dtype not in DTYPES:
             raise LCMRefError("dtype", dtype, f"one of {DTYPES}")
         self.cfg, self.dtype, self.fused = cfg, dtype, bool(fused)
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = _device(device)
         self.table_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         self.nonlinear = cfg.clip_sample or cfg.thresholding
         self._ratio = float(cfg.dynamic_thresholding_ratio).as_integer_ratio()
@@ -159,6 +169,7 @@ class TorchLCM:
         self.num_inference_steps = None
         self._host_timesteps, self._position = [], {}
         self._rows = self._rows64 = self._index_of = self._index_check = self._next = None
+        self._views = {}
         self._T = T
 
     def __repr__(self):
@@ -243,6 +254,8 @@ class TorchLCM:
         self._index_of = torch.as_tensor(index_of, device=self.device)
         self._index_check = torch.as_tensor(np.append(np.arange(n), np.full(n, n)), device=self.device)
         self._next = torch.as_tensor(nxt, device=self.device)
+        self._views = {}
+        self._host_index_tensors = [torch.tensor([i], device=self.device) for i in range(n)] if self.fused else []
         self._host_timesteps = [int(t) for t in ts]
         self._position = {t: i for i, t in enumerate(self._host_timesteps)}
         self.num_inference_steps = n
@@ -271,24 +284,44 @@ class TorchLCM:
     def _rows_for(self, table, timestep, step_index):
         """The rows of ``table`` for this call, shaped (B or 1, K), and whether it is known on the host to be the
         last step (True / False; None for tensor lookups, where the last row's c = 1, d = 0 does the work)."""
-        n = len(self._host_timesteps)
+        if isinstance(step_index if step_index is not None else timestep, torch.Tensor):
+            return table[self._device_row(timestep, step_index)], None
+        i = self._host_row(timestep, step_index)
+        return table[i:i + 1], i == len(self._host_timesteps) - 1
+
+    def _device_row(self, timestep, step_index):
+        """Row indices (B,) on the device for a tensor of timesteps or step indices; off-schedule values map to n."""
         key, lookup = (step_index, self._index_check) if step_index is not None else (timestep, self._index_of)
-        if isinstance(key, torch.Tensor):
-            if key.device != self.device or key.is_floating_point() or key.dtype == torch.bool:
-                raise LCMRefError("step_index" if step_index is not None else "timestep", f"{key.dtype} on {key.device}",
-                                  f"Python ints or an integer tensor on {self.device}")
-            # reshape(-1): a 0-d index tensor would be read on the host as a Python int (a sync)
-            return table[lookup[key.reshape(-1)]], None
-        if step_index is not None:
-            i = _python_int(step_index, "step_index")
-            if not 0 <= i < n:
-                raise StrictError("step_index", i, f"in [0, {n}) (a step past the end re-noises at the last level in "
-                                  "diffusers: quirk 5)")
-            if timestep is not None and not isinstance(timestep, torch.Tensor) and timestep != self._host_timesteps[i]:
-                raise StrictError("timestep", timestep, f"schedule[step_index={i}] = {self._host_timesteps[i]}")
-        else:
-            i = self._row_of_timestep(timestep)
-        return table[i:i + 1], i == n - 1
+        if key.device != self.device or key.is_floating_point() or key.dtype == torch.bool:
+            raise LCMRefError("step_index" if step_index is not None else "timestep", f"{key.dtype} on {key.device}",
+                              f"Python ints or an integer tensor on {self.device}")
+        # reshape(-1): a 0-d index tensor would be read on the host as a Python int (a sync)
+        return lookup[key.reshape(-1)]
+
+    def _host_row(self, timestep, step_index):
+        """The schedule position of a host-side (int) timestep or step index, checked."""
+        n = len(self._host_timesteps)
+        if step_index is None:
+            return self._row_of_timestep(timestep)
+        i = _python_int(step_index, "step_index")
+        if not 0 <= i < n:
+            raise StrictError("step_index", i, f"in [0, {n}) (a step past the end re-noises at the last level in "
+                              "diffusers: quirk 5)")
+        if timestep is not None and not isinstance(timestep, torch.Tensor) and timestep != self._host_timesteps[i]:
+            raise StrictError("timestep", timestep, f"schedule[step_index={i}] = {self._host_timesteps[i]}")
+        return i
+
+    def _coefficients_for(self, table, columns, timestep, step_index, ndim):
+        """The columns of ``table`` for this call as tensors shaped (B or 1, 1, …) to broadcast against a sample of
+        ``ndim`` dims, and the host-known last-step flag. Host-indexed rows are cached as views (no kernel)."""
+        if not isinstance(step_index if step_index is not None else timestep, torch.Tensor):
+            i = self._host_row(timestep, step_index)
+            key = (id(table), ndim, i)
+            if key not in self._views:
+                self._views[key] = table[i:i + 1].view(1, columns, *([1] * (ndim - 1))).unbind(1)
+            return self._views[key], i == len(self._host_timesteps) - 1
+        rows, last = self._rows_for(table, timestep, step_index)
+        return rows.view(rows.shape[0], columns, *([1] * (ndim - 1))).unbind(1), last
 
     # -- step -------------------------------------------------------------------------------------------------------
     def step(self, model_output, timestep, sample, noise=None, *, step_index=None, generator=None,
@@ -310,20 +343,35 @@ class TorchLCM:
             self._check_tensor("noise", noise, sample.shape)
         if self.nonlinear:
             return self._step_nonlinear(model_output, timestep, sample, noise, step_index, generator)
-        rows, last = self._rows_for(self._rows, timestep, step_index)
-        a, b, ca, cb, d = rows.view(rows.shape[0], len(_LINEAR), *([1] * (sample.dim() - 1))).unbind(1)
+        if self.fused:
+            return self._step_fused(model_output, timestep, sample, noise, step_index, generator)
+        (a, b, ca, cb, d), last = self._coefficients_for(self._rows, len(_LINEAR), timestep, step_index,
+                                                         sample.dim())
         if last:
             denoised = torch.mul(sample, a).addcmul_(b, model_output).to(self.dtype)
             return StepOutput(denoised, denoised)
         z = noise if noise is not None else draw_noise(sample.shape, generator, self.device, self.dtype)
-        core = _compiled_affine_step() if self.fused else _affine_step
-        return StepOutput(*core(sample, model_output, z, a, b, ca, cb, d, self.dtype))
+        return StepOutput(*_affine_step(sample, model_output, z, a, b, ca, cb, d, self.dtype))
+
+    def _step_fused(self, model_output, timestep, sample, noise, step_index, generator):
+        """The linear step as one compiled kernel; rows are picked by an index tensor (cached per host step)."""
+        if isinstance(step_index if step_index is not None else timestep, torch.Tensor):
+            index = self._device_row(timestep, step_index)
+        else:
+            i = self._host_row(timestep, step_index)
+            if i == len(self._host_timesteps) - 1:                             # last: denoised only, eagerly
+                (a, b, *_), _ = self._coefficients_for(self._rows, len(_LINEAR), None, i, sample.dim())
+                denoised = torch.mul(sample, a).addcmul_(b, model_output).to(self.dtype)
+                return StepOutput(denoised, denoised)
+            index = self._host_index_tensors[i]
+        z = noise if noise is not None else draw_noise(sample.shape, generator, self.device, self.dtype)
+        return StepOutput(*_compiled_step()(sample, model_output, z, self._rows, index, self.dtype))
 
     def _step_nonlinear(self, model_output, timestep, sample, noise, step_index, generator):
         """Clip / threshold: x0 = p·x + q·m, limited, then denoised = c_out·x0 + c_skip·x, prev = c·denoised + d·z,
         all in float64, rounded once to the sample dtype."""
-        rows, last = self._rows_for(self._rows64, timestep, step_index)
-        p, q, c_skip, c_out, c, d = rows.view(rows.shape[0], len(_NONLINEAR), *([1] * (sample.dim() - 1))).unbind(1)
+        (p, q, c_skip, c_out, c, d), last = self._coefficients_for(self._rows64, len(_NONLINEAR), timestep,
+                                                                   step_index, sample.dim())
         x, m = sample.double(), model_output.double()
         x0 = m if self.cfg.prediction_type == "sample" else p * x + q * m
         if self.cfg.thresholding:
@@ -392,6 +440,15 @@ class TorchLCM:
         """v-prediction target √ᾱ_t·noise − √(1−ᾱ_t)·sample (Salimans & Ho 2022), as ``reference.get_velocity``."""
         c, d = self._forward_coefficients(timesteps, sample)
         return torch.mul(noise, c).addcmul_(d, sample, value=-1).to(sample.dtype)
+
+
+def _device(device):
+    """torch.device with the index made explicit for CUDA ('cuda' -> 'cuda:<current>'), so that comparing it with a
+    tensor's device is meaningful."""
+    d = torch.device(device) if device is not None else torch.device("cpu")
+    if d.type == "cuda" and d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device())
+    return d
 
 
 def _python_int(v, name):

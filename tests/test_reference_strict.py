@@ -267,3 +267,12 @@ def test_noise_stream_reproduced_by_seed():
     z_implied = (out.prev_sample.numpy() - np.float32(c) * out.denoised.numpy()) / np.float32(dd)
     assert np.max(np.abs(z_implied - z)) < 1e-3 and sched[1] == 759 and den.shape == SHAPE
     assert not np.allclose(z, torch.randn(SHAPE, generator=torch.Generator().manual_seed(6)).numpy(), atol=0.1)
+
+
+@pytest.mark.filterwarnings("ignore::lcm_ref.errors.LCMRefWarning")    # the grid cut to 10 points ends at 199
+def test_custom_timesteps_cut_to_nothing_by_strength():
+    """Custom timesteps with a strength that leaves int(n·strength) = 0 of them: strict names timesteps; diffusers
+    (and the diffusers profile) return an empty schedule, so the first step fails later."""
+    assert_refused("timesteps", strict_timesteps, timesteps=[999, 499], strength=0.2)
+    assert diffusers_lcm(timesteps=[999, 499], strength=0.2).timesteps.tolist() == []
+    assert ref.timesteps(LCMConfig(), timesteps=[999, 499], strength=0.2).tolist() == []

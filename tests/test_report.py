@@ -80,7 +80,8 @@ def test_csv_round_trip(tmp_path):
     """save_csv writes floats in repr precision (read back bit for bit) and lists space-joined; md_table renders
     None as — and escapes pipes."""
     rows = [{"a": 0.1 + 0.2, "b": [1, 2], "c": None, "d": "x|y"}]
-    path = report.save_csv(rows, tmp_path / "sub" / "t.csv")
+    path = tmp_path / "sub" / "t.csv"
+    report.save_csv(rows, path)
     back = report.read_csv(path)
     assert back[0]["a"] == 0.1 + 0.2 and back[0]["b"] == "1 2" and back[0]["c"] == ""
     table = report.md_table(rows)
@@ -184,3 +185,98 @@ def test_every_notebook_executes_into_a_page(fast_reports):
             assert (out / link).read_bytes()[:8] == PNG_MAGIC
     assert len(list((out / "data").glob("*.csv"))) >= 10
     assert not list(out.parent.glob(".reports-*"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The logic the notebooks show (lcm_ref.behaviour, lcm_ref.accuracy)
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_other_implementations_selection():
+    """The authors' stride selection and A1111's snapped linspace give DESIGN §3's n = 4 schedules; TCD's grid is
+    diffusers'; the comparison table checks diffusers live against the reference."""
+    from lcm_ref import LCMConfig, behaviour as B
+    cfg = LCMConfig()
+    assert B.original_lcm_timesteps(cfg, 4) == [999, 759, 519, 279]
+    assert B.a1111_timesteps(cfg, 4) == [999, 679, 339, 19]
+    assert B.tcd_timesteps(cfg, 4)[0] == [999, 759, 499, 259]
+    rows = B.selection_table(cfg, steps=(1, 4, 8))
+    assert rows[2]["diffusers LCMScheduler (= lcm_ref)"] == [999, 879, 759, 639, 499, 379, 259, 139]
+
+
+def test_inert_parameters_and_the_exception():
+    """timestep_spacing / steps_offset / set_alpha_to_one leave every output bit-identical in the demo's runs, and
+    set_alpha_to_one does change the output of a custom schedule with a negative timestep."""
+    from lcm_ref import behaviour as B
+    rows = B.inert_parameters(prediction_types=("epsilon",))
+    assert len(rows) == len(B.INERT_PARAMETERS) * len(B.INERT_CALLS)
+    assert all(r["bit_identical"] for r in rows)
+    m = B.set_alpha_to_one_matters()
+    assert not m["bit_identical"] and m["max_abs_difference_of_prev_sample"] > 0
+
+
+def test_bit_identical_sees_one_ulp():
+    """bit_identical compares bits: one float32 ulp apart is different, NaN equals the same NaN."""
+    import torch
+    from lcm_ref import behaviour as B
+    a = torch.tensor([1.0, float("nan")])
+    b = a.clone()
+    b[0] = torch.nextafter(torch.tensor(1.0), torch.tensor(2.0))
+    run = lambda x: B.Run([999], [(x, x)], None, [])    # noqa: E731
+    assert B.bit_identical(run(a), run(a.clone()))
+    assert not B.bit_identical(run(a), run(b))
+
+
+def test_quirk_demos_run_live():
+    """Each of the six quirks is demonstrated against the installed diffusers, and the strict profile refuses
+    quirks 2-5 with a StrictError (quirk 1: it fixes num_inference_steps instead)."""
+    from lcm_ref import behaviour as B
+    qs = B.quirks()
+    assert [q.number for q in qs] == [1, 2, 3, 4, 5, 6]
+    assert "num_inference_steps=2" in qs[0].strict and "prev_sample != denoised" in qs[0].diffusers
+    assert all(q.strict.startswith("StrictError") for q in qs[1:5])
+    assert "IndexError" in qs[3].diffusers and "[759, 499, 259, -1]" in qs[5].diffusers
+
+
+def test_measure_step_measures_error():
+    """measure_step scores the correctly rounded reference result ≤ 0.5 (one rounding to float32) and a mutant that
+    re-noises to the wrong timestep far above the bound."""
+    import numpy as np
+    import lcm_ref.reference as ref
+    from lcm_ref import LCMConfig, accuracy as A
+
+    def rounded_reference(cfg, schedule, i, x, m, seed):
+        z = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32).astype(np.float64)
+        out = ref.step(cfg, m, int(schedule[i]), x, schedule=schedule, noise=z, step_index=i)
+        return (out.prev_sample.astype(np.float32).astype(np.float64),
+                out.denoised.astype(np.float32).astype(np.float64), z)
+
+    def wrong_next_timestep(cfg, schedule, i, x, m, seed):
+        prev, den, z = rounded_reference(cfg, schedule, i, x, m, seed)
+        c, d = ref.noise_coefficients(cfg, int(schedule[i]))           # re-noise to t itself: off by one step
+        return c * den + d * z, den, z
+
+    cfg, grid = LCMConfig(), ref.timesteps(LCMConfig(), 4)
+    good = A.measure_step(cfg, A.Impl("ref", "float32", rounded_reference), grid, 1, (1, 4, 8, 8), 0)
+    # float64 reference rounded once to float32: |err| ≤ 2⁻²⁴·|v| ≤ 0.5·eps32·Σ|terms| since |v| ≤ Σ|terms|.
+    assert good["scaled_denoised"] <= 0.5 and good["scaled_prev"] <= 0.5
+    bad = A.measure_step(cfg, A.Impl("mutant", "float32", wrong_next_timestep), grid, 1, (1, 4, 8, 8), 0)
+    assert bad["scaled_prev"] > 1e4
+
+
+def test_reference_agrees_with_independent_mpmath():
+    """The reference's step outputs are within DESIGN §6's 4 scaled eps64 of the independent 50-digit mp_step, and
+    its ᾱ table within 1 ulp of mp_alphas_cumprod (which a naive float64 cumprod is not)."""
+    from lcm_ref import LCMConfig, accuracy as A
+    rows = A.reference_vs_mpmath(every=16, shape=(1, 2, 3, 3))
+    assert max(max(r["scaled_denoised"], r["scaled_prev"]) for r in rows) <= 4
+    u = A.table_ulps(LCMConfig())
+    assert u["reference"].max() <= 1 and u["naive_float64"].max() > 1
+
+
+def test_float32_c_out_reaches_one_where_the_closed_form_says():
+    """Rounded to float32, c_out is exactly 1 once 1 − c_out ≈ σ²/(2u²) < 2⁻²⁵: for s = 10 from t = 2048/10 → 205
+    (√(0.125·2²⁵) = 2048); float64 never reaches 1 on t < 1000 (σ²/(2u²) ≥ 1.25e-9 ≫ 2⁻⁵⁴)."""
+    from lcm_ref import accuracy as A
+    r = A.first_t_c_out_is_one(10.0)
+    assert r["exact_rounded_to_fp32"] == 205 and r["reference_fp64"] is None
+    assert r["diffusers_fp32"] is not None and r["diffusers_fp32"] <= 205

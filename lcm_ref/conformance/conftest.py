@@ -1,0 +1,39 @@
+"""Parametrization, xfail marks and fixtures of the conformance suite (see ``lcm_ref.conformance``). The command
+line options live in ``lcm_ref.conformance.options`` (``-p lcm_ref.conformance.options``): pytest registers the
+options of a conftest below the root too late for ``--pyargs``."""
+
+import pytest
+
+from lcm_ref.conformance import option
+
+
+def pytest_generate_tests(metafunc):
+    if "dtype" in metafunc.fixturenames:
+        dtypes = [d.strip() for d in option(metafunc.config, "dtype").split(",") if d.strip()]
+        metafunc.parametrize("dtype", dtypes)
+
+
+def pytest_collection_modifyitems(config, items):
+    xfail = {x.strip() for x in option(config, "xfail").split(",") if x.strip()}
+    for item in items:
+        name = item.originalname.removeprefix("test_") if hasattr(item, "originalname") else item.name
+        if name in xfail or item.name in xfail:
+            item.add_marker(pytest.mark.xfail(reason=f"listed in LCM_REF_XFAIL ({name})", strict=False))
+
+
+@pytest.fixture(scope="session")
+def impl(pytestconfig):
+    """The implementation under test: (module:attr, factory)."""
+    from lcm_ref.oracle import load_factory
+
+    path = option(pytestconfig, "impl")
+    return path, load_factory(path)
+
+
+@pytest.fixture(scope="session")
+def settings(pytestconfig):
+    from lcm_ref.oracle import DEFAULT_MAX_EXAMPLES
+
+    examples = option(pytestconfig, "examples")
+    return dict(device=option(pytestconfig, "device"), profile=option(pytestconfig, "profile"),
+                max_examples=int(examples) if examples else DEFAULT_MAX_EXAMPLES)
