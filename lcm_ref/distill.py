@@ -33,8 +33,8 @@ from . import testbed as tb
 from .config import LCMConfig
 from .errors import LCMRefError
 
-__all__ = ["Student", "DistillResult", "distill", "teacher_step", "student_model", "student_consistency",
-           "fused_tables", "ddim_grid"]
+__all__ = ["Student", "DistillResult", "distill", "draw_batch", "consistency_loss", "teacher_step",
+           "student_model", "student_consistency", "fused_tables", "ddim_grid"]
 
 
 class Student(torch.nn.Module):
@@ -115,15 +115,42 @@ def student_consistency(net: Student, tables, x, t, omega, labels):
     return a[t, None] * x + b[t, None] * net(x, t, omega, labels)
 
 
+def draw_batch(mix: tb.GaussianMixture, cfg: LCMConfig, num_ddim_timesteps: int, batch_size: int,
+               rng: np.random.Generator, omega_min: float = 0.0, omega_max: float = 3.0) -> dict:
+    """One batch of Algorithm 1: x_0, c ~ p; start = j·k − 1; target = max(start − k, 0); ω ~ U[omega_min,
+    omega_max]; x = x_start from the forward process; x_hat = the teacher's DDIM step to target. Torch tensors
+    (float32 samples) under the keys x, x_hat, start, target, omega, labels."""
+    grid = ddim_grid(cfg, num_ddim_timesteps)
+    k = cfg.num_train_timesteps // num_ddim_timesteps
+    x0, labels = mix.sample(batch_size, rng)
+    start = grid[rng.integers(0, len(grid), size=batch_size)]
+    target = np.maximum(start - k, 0)
+    omega = rng.uniform(omega_min, omega_max, size=batch_size)
+    x = ref.add_noise(cfg, x0, rng.standard_normal(x0.shape), start)
+    x_hat = teacher_step(mix, cfg, x, start, target, labels=labels, omega=omega)
+    f32 = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return {"x": f32(x), "x_hat": f32(x_hat), "start": torch.from_numpy(start), "target": torch.from_numpy(target),
+            "omega": f32(omega), "labels": torch.from_numpy(labels)}
+
+
+def consistency_loss(student: Student, target: Student, tables, batch: dict):
+    """‖f_θ(x, start) − f_θ⁻(x̂, target)‖² averaged over the batch (gradient through the student only)."""
+    f_online = student_consistency(student, tables, batch["x"], batch["start"], batch["omega"], batch["labels"])
+    with torch.no_grad():
+        f_target = student_consistency(target, tables, batch["x_hat"], batch["target"], batch["omega"],
+                                       batch["labels"])
+    return torch.mean(torch.sum((f_online - f_target) ** 2, dim=1))
+
+
 def distill(mix: tb.GaussianMixture, cfg: LCMConfig = LCMConfig(), *, num_ddim_timesteps: int = 50,
-            iterations: int = 2000, batch_size: int = 256, lr: float = 2e-3, ema_decay: float = 0.95,
+            iterations: int = 2000, batch_size: int = 256, lr: float = 5e-3, ema_decay: float = 0.95,
             omega_min: float = 0.0, omega_max: float = 3.0, hidden: int = 128, depth: int = 3, seed: int = 0,
             eval_every: int = 0, eval_fn=None, progress: bool = True) -> DistillResult:
     """Algorithm 1 (module docstring) for ``iterations`` Adam steps; ``iterations=0`` returns the untrained student.
 
     ``eval_fn(result_so_far) -> dict`` is called at iteration 0 and every ``eval_every`` iterations (and at the end)
     when both are given; its dicts land in ``result.evals`` with the key ``iteration``."""
-    grid = ddim_grid(cfg, num_ddim_timesteps)
+    ddim_grid(cfg, num_ddim_timesteps)   # validates num_ddim_timesteps
     k = cfg.num_train_timesteps // num_ddim_timesteps
     for name, v, lo in (("iterations", iterations, 0), ("batch_size", batch_size, 1), ("eval_every", eval_every, 0)):
         if not (isinstance(v, numbers.Integral) and v >= lo):
@@ -150,21 +177,8 @@ def distill(mix: tb.GaussianMixture, cfg: LCMConfig = LCMConfig(), *, num_ddim_t
 
         evaluate(0)
         for i in tqdm(range(iterations), desc=f"distill k={k}", disable=not progress, mininterval=1.0):
-            x0, labels = mix.sample(batch_size, rng)
-            start = grid[rng.integers(0, len(grid), size=batch_size)]
-            tgt = np.maximum(start - k, 0)
-            omega = rng.uniform(omega_min, omega_max, size=batch_size)
-            eps = rng.standard_normal(x0.shape)
-            x = ref.add_noise(cfg, x0, eps, start)
-            x_hat = teacher_step(mix, cfg, x, start, tgt, labels=labels, omega=omega)
-
-            xt, xh = torch.tensor(x, dtype=torch.float32), torch.tensor(x_hat, dtype=torch.float32)
-            ts, tt = torch.from_numpy(start), torch.from_numpy(tgt)
-            om, lab = torch.tensor(omega, dtype=torch.float32), torch.from_numpy(labels)
-            f_online = student_consistency(student, tables, xt, ts, om, lab)
-            with torch.no_grad():
-                f_target = student_consistency(target, tables, xh, tt, om, lab)
-            loss = torch.mean(torch.sum((f_online - f_target) ** 2, dim=1))
+            batch = draw_batch(mix, cfg, num_ddim_timesteps, batch_size, rng, omega_min, omega_max)
+            loss = consistency_loss(student, target, tables, batch)
             opt.zero_grad()
             loss.backward()
             opt.step()

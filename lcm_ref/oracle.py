@@ -52,11 +52,20 @@ u(D) = eps(D)/2 with γ(n) = n·u/(1 − n·u) for n roundings (Higham, ch. 3):
    moves by at most the row's largest x0 error, plus the interpolation position ratio·(N−1) rounded in D (≤ N·u·
    max|x0|) and the lerp (3 roundings); clamp(x0, −s, s)/s then errs by at most (δx0 + δs)/s.
 5. *prev* inherits c·(denoised bound) and adds c·Σ|denoised terms|·ρ(√ᾱ_prev) + d·|z|·ρ(√(1 − ᾱ_prev)).
+6. *Underflow.* A rounding in D may also lose up to η(D), half the smallest subnormal (2⁻²⁵ in float16, where
+   c_skip·x at t ≈ 259 flushes to 0): each result adds η(D) per rounding on its path (10 for denoised, 3 more for
+   prev, 3 for the forward functions), and a float32 coefficient c cast to a coarser D gains η(D)/|c| relative
+   (ᾱ[T−1] = 3e-8 of a cosine schedule is subnormal in float16). Negligible in float32 and float64.
 
 Every bound is first order; second-order terms are below u_T·E ≤ 2⁻²⁴·1.3e-4 relative, far inside the slack of
-the worst-case sums. The bound is worst case: diffusers' measured errors sit 1–3 orders of magnitude below it
-(``Report`` prints the ratio), while every mutant in ``lcm_ref.mutants`` exceeds it (``tests/test_mutants.py``).
-``tests/test_oracle.py`` checks E(t) itself against diffusers' float32 tables.
+the worst-case sums. The bound is worst case: diffusers' largest error/budget ratio in a default check is about
+0.3 (``Report`` prints it), while every mutant in ``lcm_ref.mutants`` exceeds it (``tests/test_mutants.py``).
+``tests/test_oracle.py`` checks E(t) itself against diffusers' float32 tables (ratio ≤ 0.15).
+
+Exceptions: where the reference raises, the implementation must raise the same class (a subclass is fine; an
+``LCMRefError`` counts as ValueError). Under ``profile="strict"`` a ``StrictError`` must come back as a ValueError
+whose message names the parameter; refusing a schedule at ``set_timesteps`` that the strict reference refuses only
+at the step using the bad timestep (zero-SNR T−1 under epsilon) is accepted: earlier, never later.
 """
 
 from __future__ import annotations
@@ -99,6 +108,23 @@ _EPS64 = 2.0 ** -52
 
 def _u(dtype) -> float:
     return torch.finfo(_torch_dtype(dtype)).eps / 2
+
+
+def _eta(dtype) -> float:
+    """η(D): half the smallest subnormal of D, the absolute error a rounding may add on underflow."""
+    fi = torch.finfo(_torch_dtype(dtype))
+    return fi.smallest_normal * fi.eps / 2
+
+
+def _cast(c, dtype):
+    """η(D)/|c|: the relative error of casting a float32 coefficient c to a D coarser than float32 beyond u(D),
+    from underflow (0 for c = 0, which casts exactly, and for D at least as fine as float32)."""
+    if _u(dtype) <= U_TABLE:
+        return 0.0 if np.ndim(c) == 0 else np.zeros(np.shape(c))
+    c = np.abs(np.asarray(c, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(c > 0, _eta(dtype) / c, 0.0)
+    return float(out) if out.ndim == 0 else out
 
 
 def _coefficient_roundoff(u):
@@ -204,7 +230,8 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
     p, q = ref.x0_coefficients(cfg, t)
     abar, E = _table_entry(cfg, t)
     rho_sa, rho_s1a = _sqrt_errors(abar, E, u_c)
-    rho_s = 7 * u_c
+    rho_sa, rho_s1a = rho_sa + _cast(math.sqrt(abar), dtype), rho_s1a + _cast(math.sqrt(1 - abar), dtype)
+    rho_skip, rho_out = 7 * u_c + _cast(c_skip, dtype), 7 * u_c + _cast(c_out, dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         if cfg.prediction_type == "sample":
             A, B, rho_p, rho_q = np.zeros_like(m), np.abs(m), 0.0, 0.0
@@ -223,8 +250,8 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
                      + _gamma(N + 3, u) * np.max(A + B, axis=axes, keepdims=True) + u * s)
             err_x0 = (err_x0 + err_s) / s + _gamma(3, u) * (A + B) / s
             A, B = A / s, B / s
-        bound_den = (abs(c_out) * (err_x0 + rho_s * (A + B)) + c_skip * np.abs(x) * rho_s
-                     + _gamma(3, u) * terms.denoised)
+        bound_den = (abs(c_out) * (err_x0 + rho_out * (A + B)) + c_skip * np.abs(x) * rho_skip
+                     + _gamma(3, u) * terms.denoised + 10 * _eta(dtype))
         if step_index == n - 1 or z is None:
             return _finite_or_inf(bound_den), _finite_or_inf(bound_den)
         t_prev = int(sched[step_index + 1]) if step_index + 1 < len(sched) else t
@@ -235,14 +262,15 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
             abar_p = ref.final_alpha_cumprod(cfg)
             E_p = 0.0 if cfg.set_alpha_to_one else float(table_error_bound(cfg)[0])
         rho_c, rho_d = _sqrt_errors(abar_p, E_p, u_c)
+        rho_c, rho_d = rho_c + _cast(c, dtype), rho_d + _cast(d, dtype)
         bound_prev = (c * bound_den + c * terms.denoised * rho_c + d * np.abs(z) * rho_d
-                      + _gamma(3, u) * terms.prev_sample)
+                      + _gamma(3, u) * terms.prev_sample + 3 * _eta(dtype))
     return _finite_or_inf(bound_den), _finite_or_inf(bound_prev)
 
 
 def forward_bound(cfg: LCMConfig, a, b, timesteps, *, dtype=torch.float32):
     """(terms, bound) for √ᾱ_t·a + √(1−ᾱ_t)·b (``add_noise``: a = x0, b = noise) or √ᾱ_t·a − √(1−ᾱ_t)·b
-    (``get_velocity``: a = noise, b = sample). diffusers casts ᾱ to D first: E + u(D)."""
+    (``get_velocity``: a = noise, b = sample). diffusers casts ᾱ to D first: E + u(D) + η(D)/ᾱ."""
     u = _u(dtype)
     u_c = _coefficient_roundoff(u)
     a, b = _f64(a), _f64(b)
@@ -252,9 +280,12 @@ def forward_bound(cfg: LCMConfig, a, b, timesteps, *, dtype=torch.float32):
     d = np.asarray(ref.sqrt_one_minus_alphas_cumprod(cfg))[ts].reshape(shape)
     abar = np.asarray(ref.alphas_cumprod(cfg))[ts].reshape(shape)
     E = np.asarray(table_error_bound(cfg))[ts].reshape(shape) + u
+    with np.errstate(divide="ignore", invalid="ignore"):
+        E = E + np.where(abar > 0, _eta(dtype) / abar, 0.0)
     rho_sa, rho_s1a = _sqrt_errors(abar, E, u_c)
+    rho_sa, rho_s1a = rho_sa + _cast(c, dtype), rho_s1a + _cast(d, dtype)
     terms = c * np.abs(a) + d * np.abs(b)
-    return terms, c * np.abs(a) * rho_sa + d * np.abs(b) * rho_s1a + _gamma(3, u) * terms
+    return terms, c * np.abs(a) * rho_sa + d * np.abs(b) * rho_s1a + _gamma(3, u) * terms + 3 * _eta(dtype)
 
 
 def _finite_or_inf(bound):
@@ -462,6 +493,7 @@ class _Row:
     max_ratio: float = 0.0
     budget_at: float = 0.0
     where_ratio: str = ""
+    max_rel: float = 0.0
 
 
 class Report:
@@ -480,13 +512,15 @@ class Report:
     def count(self, quantity, n=1):
         self.rows[quantity].compared += n
 
-    def add(self, quantity, scaled, ratio, budget, where):
-        """Record one comparison: arrays of scaled error and error/budget ratio, the budget (scaled), and a
-        function idx -> description of where."""
+    def add(self, quantity, scaled, ratio, budget, where, rel=None):
+        """Record one comparison: arrays of scaled error and error/budget ratio, the budget (scaled), a function
+        idx -> description of where, and (diagnostic only, DESIGN §6) the relative error."""
         row = self.rows[quantity]
         row.compared += int(np.size(scaled))
         if np.size(scaled) == 0:
             return
+        if rel is not None and np.size(rel):
+            row.max_rel = max(row.max_rel, float(np.max(rel)))
         i = np.unravel_index(int(np.argmax(scaled)), np.shape(scaled))
         if float(scaled[i]) > row.max_scaled:
             row.max_scaled, row.where_scaled = float(scaled[i]), where(i)
@@ -501,14 +535,15 @@ class Report:
                  f"{self.canonical} canonical + {self.examples} hypothesis examples, {self.steps} steps; scaled error = |impl - ref| / (eps({dt}) * "
                  "sum|terms|); budget derived in lcm_ref.oracle (float32 tables allowed)",
                  "",
-                 "| quantity | compared | max scaled error | where | max error/budget | budget there | where |",
-                 "|---|---:|---:|---|---:|---:|---|"]
+                 "| quantity | compared | max scaled error | where | max error/budget | budget there | where "
+                 "| max rel. error |",
+                 "|---|---:|---:|---|---:|---:|---|---:|"]
         for q, r in self.rows.items():
             if q in ("timesteps", "exceptions"):
-                lines.append(f"| {q} | {r.compared} | exact | | | | |")
+                lines.append(f"| {q} | {r.compared} | exact | | | | | |")
             else:
                 lines.append(f"| {q} | {r.compared} | {r.max_scaled:.3g} | {r.where_scaled} | {r.max_ratio:.3g} | "
-                             f"{r.budget_at:.3g} | {r.where_ratio} |")
+                             f"{r.budget_at:.3g} | {r.where_ratio} | {r.max_rel:.3g} |")
         return "\n".join(lines)
 
     def ok(self) -> bool:
@@ -650,8 +685,11 @@ def _compare_values(ctx, quantity, got, want, terms, bound, *, step=None, t=None
                    f"{int(bad.sum())} of {bad.size} elements over budget")
         ctx.fail(quantity, "differs from the reference beyond the budget", detail, step_index=step, timestep=t,
                  index=idx, got=float(g[i]), want=float(w[i]), scaled=float(scaled[i]), budget=float(budget[i]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(same | (w == 0), 0.0, diff / np.abs(w))
     ctx.report.add(quantity, np.where(np.isfinite(scaled), scaled, 0.0), np.where(np.isfinite(ratio), ratio, 0.0),
-                   np.where(np.isfinite(budget), budget, 0.0), ctx.where(step, t))
+                   np.where(np.isfinite(budget), budget, 0.0), ctx.where(step, t),
+                   rel=np.where(np.isfinite(rel), rel, 0.0))
 
 
 def _check_like(ctx, quantity, out, like, step=None, t=None):

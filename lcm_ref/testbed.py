@@ -17,8 +17,8 @@ End points of the consistency function (``end=``):
 - ``"boundary"``: LCM's discrete boundary at timestep 0 (s_0 = √((1−ᾱ_0)/ᾱ_0) ≈ 0.029 for the SD schedule). The
   output is x at timestep 0, √ᾱ_0·y(s_0): LCM's boundary condition f(x, 0) = x (c_skip(0) = 1, c_out(0) = 0) and its
   distillation target t = max(start − k, 0) make this what a distilled student learns (DESIGN §8).
-The two differ by O(s_0²) relative (about 1e-3 in variance for unit-variance data); ``lcm_ref.analogs.endpoint``
-measures it.
+The two differ by s_0² ≈ 8.5e-4 in variance and per point by about (√(λ + s_0²) − √λ)/√λ standard deviations of a
+component with variance λ (≈ 3e-3 on average for the analogs' data); ``lcm_ref.analogs.endpoint`` measures it.
 
 Guidance: with class labels c, ε̃ = (1 + ω)·ε(y; s | c) − ω·ε(y; s) (ω = 0: the class-conditional model; labels None:
 the unconditional one), and the guided PF-ODE is dy/ds = ε̃.

@@ -26,7 +26,8 @@ def tiny_unet(seed: int = 0):
         torch.manual_seed(seed)
         return UNet2DConditionModel(
             sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(4, 8),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=CROSS_ATTENTION_DIM, norm_num_groups=2, time_cond_proj_dim=TIME_COND_PROJ_DIM).eval()
 
 

@@ -43,7 +43,6 @@ traced by ``torch.compile(fullgraph=True)``.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Optional
 
@@ -78,7 +77,8 @@ def draw_noise(shape, generator=None, device=None, dtype=None):
     where = torch.device("cpu") if gen_type == "cpu" and device.type != "cpu" else device
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
-            raise LCMRefError("generator", f"a list of {len(generator)}", f"one generator per batch element ({shape[0]})")
+            raise LCMRefError("generator", f"a list of {len(generator)}",
+                              f"one generator per batch element ({shape[0]})")
         one = (1,) + tuple(shape[1:])
         return torch.cat([torch.randn(one, generator=g, device=where, dtype=dtype) for g in generator]).to(device)
     return torch.randn(tuple(shape), generator=generator, device=where, dtype=dtype).to(device)
@@ -87,6 +87,8 @@ def draw_noise(shape, generator=None, device=None, dtype=None):
 def check_schedule(cfg: LCMConfig, timesteps) -> np.ndarray:
     """The schedule as np.int64 after the strict profile's checks: non-empty, distinct integers in [0, T), and no
     timestep with ᾱ = 0 under epsilon prediction (zero-SNR; diffusers divides by zero there: quirk 3)."""
+    if isinstance(timesteps, torch.Tensor):
+        timesteps = timesteps.tolist()
     ts = [t.item() if hasattr(t, "item") else t for t in np.asarray(timesteps, dtype=object).reshape(-1)]
     T = cfg.num_train_timesteps
     if not ts or any(not (isinstance(t, numbers.Integral) and not isinstance(t, bool) and 0 <= t < T) for t in ts):
@@ -100,12 +102,16 @@ def check_schedule(cfg: LCMConfig, timesteps) -> np.ndarray:
     return arr
 
 
-def _affine_step(sample, model_output, noise, a, b, ca, cb, d, dtype):
+def _affine_step(sample, model_output, noise, a, b, ca, cb, d, dtype, noise_is_scratch=False):
     """The linear step's arithmetic: denoised = a·x + b·m, prev = (ca·x + cb·m) + d·z, each product and each sum
     rounded once in the coefficients' dtype (float32 for the narrow dtypes, by type promotion), then rounded to
-    ``dtype``. Returns (prev, denoised)."""
+    ``dtype``. Returns (prev, denoised). ``noise_is_scratch``: the noise is this step's own draw, so prev is built
+    in its buffer as (d·z + ca·x) + cb·m (one allocation less; the same 4u/4u/3u error terms)."""
     denoised = torch.mul(sample, a).addcmul_(b, model_output)
-    prev = torch.mul(sample, ca).addcmul_(cb, model_output).addcmul_(d, noise)
+    if noise_is_scratch and noise.dtype == denoised.dtype:
+        prev = noise.mul_(d).addcmul_(ca, sample).addcmul_(cb, model_output)
+    else:
+        prev = torch.mul(sample, ca).addcmul_(cb, model_output).addcmul_(d, noise)
     return prev.to(dtype), denoised.to(dtype)
 
 
@@ -350,8 +356,10 @@ class TorchLCM:
         if last:
             denoised = torch.mul(sample, a).addcmul_(b, model_output).to(self.dtype)
             return StepOutput(denoised, denoised)
-        z = noise if noise is not None else draw_noise(sample.shape, generator, self.device, self.dtype)
-        return StepOutput(*_affine_step(sample, model_output, z, a, b, ca, cb, d, self.dtype))
+        if noise is not None:
+            return StepOutput(*_affine_step(sample, model_output, noise, a, b, ca, cb, d, self.dtype))
+        z = draw_noise(sample.shape, generator, self.device, self.dtype)
+        return StepOutput(*_affine_step(sample, model_output, z, a, b, ca, cb, d, self.dtype, noise_is_scratch=True))
 
     def _step_fused(self, model_output, timestep, sample, noise, step_index, generator):
         """The linear step as one compiled kernel; rows are picked by an index tensor (cached per host step)."""
@@ -433,11 +441,15 @@ class TorchLCM:
     def add_noise(self, x0, noise, timesteps):
         """Forward process: √ᾱ_t·x0 + √(1−ᾱ_t)·noise, one timestep per batch element (or one for all); no host
         synchronisation. Error ≤ 1.5 eps·Σ|terms| (0.5 + 2⁻¹³·1.5 for float16, computed in float32)."""
+        self._check_tensor("x0", x0, x0.shape)
+        self._check_tensor("noise", noise, x0.shape)
         c, d = self._forward_coefficients(timesteps, x0)
         return torch.mul(x0, c).addcmul_(d, noise).to(x0.dtype)
 
     def get_velocity(self, sample, noise, timesteps):
         """v-prediction target √ᾱ_t·noise − √(1−ᾱ_t)·sample (Salimans & Ho 2022), as ``reference.get_velocity``."""
+        self._check_tensor("sample", sample, sample.shape)
+        self._check_tensor("noise", noise, sample.shape)
         c, d = self._forward_coefficients(timesteps, sample)
         return torch.mul(noise, c).addcmul_(d, sample, value=-1).to(sample.dtype)
 
@@ -466,13 +478,21 @@ def _python_int(v, name):
 # The diffusers drop-in
 # ---------------------------------------------------------------------------------------------------------------------
 
-from diffusers.configuration_utils import ConfigMixin, register_to_config  # noqa: E402
-from diffusers.schedulers.scheduling_lcm import LCMSchedulerOutput  # noqa: E402
-from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: E402
-from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
+try:  # TorchLCM needs only torch; the drop-in needs diffusers
+    from diffusers.configuration_utils import ConfigMixin, register_to_config
+    from diffusers.schedulers.scheduling_lcm import LCMSchedulerOutput
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+    from diffusers.utils.torch_utils import randn_tensor
+except ImportError as e:
+    _NO_DIFFUSERS, _BASES, LCMSchedulerOutput, randn_tensor = e, (), None, None
+
+    def register_to_config(init):
+        return init
+else:
+    _NO_DIFFUSERS, _BASES = None, (SchedulerMixin, ConfigMixin)
 
 
-class LCMScheduler(SchedulerMixin, ConfigMixin):
+class LCMScheduler(*_BASES):
     """Drop-in for ``diffusers.LCMScheduler``: same constructor, config, ``set_timesteps`` (original_inference_steps,
     timesteps, strength), ``set_begin_index``, ``step`` (generator, return_dict), ``add_noise``, ``get_velocity``,
     ``scale_model_input``, ``timesteps``, ``init_noise_sigma``, ``order``, ``step_index``, ``begin_index``.
@@ -492,6 +512,8 @@ class LCMScheduler(SchedulerMixin, ConfigMixin):
                  dynamic_thresholding_ratio: float = 0.995, sample_max_value: float = 1.0,
                  timestep_spacing: str = "leading", timestep_scaling: float = 10.0,
                  rescale_betas_zero_snr: bool = False):
+        if _NO_DIFFUSERS is not None:
+            raise ImportError(f"lcm_ref.torch_impl.LCMScheduler needs diffusers ({_NO_DIFFUSERS})")
         self.lcm_config = LCMConfig(
             num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
             beta_schedule=beta_schedule, trained_betas=trained_betas, original_inference_steps=original_inference_steps,
@@ -550,8 +572,9 @@ class LCMScheduler(SchedulerMixin, ConfigMixin):
     def set_timesteps(self, num_inference_steps: Optional[int] = None, device=None,
                       original_inference_steps: Optional[int] = None, timesteps=None, strength: float = 1.0):
         """diffusers' schedule (``reference.set_timesteps`` with the strict profile)."""
-        sched = ref.set_timesteps(self.lcm_config, num_inference_steps, original_inference_steps=original_inference_steps,
-                                  timesteps=timesteps, strength=strength, profile="strict")
+        sched = ref.set_timesteps(self.lcm_config, num_inference_steps,
+                                  original_inference_steps=original_inference_steps, timesteps=timesteps,
+                                  strength=strength, profile="strict")
         self._schedule = check_schedule(self.lcm_config, sched.timesteps)
         for eng in self._engines.values():
             eng.set_schedule(self._schedule)

@@ -101,9 +101,10 @@ HEADER = [
 class VectorFileError(LCMRefError):
     """A vector file that cannot be read: bad JSON, a schema violation or a malformed value."""
 
-    def __init__(self, path, where, what):
+    def __init__(self, path, where, what, kind="corrupt vector file"):
         self.path, self.where, self.what = str(path), where, what
-        ValueError.__init__(self, f"{path}: corrupt vector file: {what}" + (f" (at {where})" if where else ""))
+        self.parameter, self.value, self.allowed = "vector file", str(path), "a readable file matching the schema"
+        ValueError.__init__(self, f"{path}: {kind}: {what}" + (f" (at {where})" if where else ""))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,6 +343,8 @@ _STEP_GROUPS = (
      dict(timesteps=[999, 759, 499, 259], strength=0.5), dict(quirk="Quirk1")),
     ("negative custom timestep: ᾱ[-1] wraps, c_out < 0, then final_alpha_cumprod",
      LCMConfig(set_alpha_to_one=False), dict(timesteps=[999, 0, -1]), dict(quirk="Quirk2")),
+    ("a step past the end: re-noised at the last timestep's level", _D, dict(num_inference_steps=2),
+     dict(extra_steps=1, quirk="Quirk5")),
 )
 
 
@@ -357,10 +360,11 @@ def _steps_groups():
         start = extra.get("start", 0)
         x = _inputs(rng, shape)
         tests = []
-        n_steps = len(ts) - start
+        n_steps = len(ts) - start + extra.get("extra_steps", 0)
         for k in range(n_steps):
             i = start + k
-            t = int(ts[i])
+            t = int(ts[min(i, len(ts) - 1)])
+            quirk = extra.get("quirk") if extra.get("quirk") != "Quirk5" or i >= len(ts) else None
             m = _inputs(rng, shape, extra.get("scale", 1.0))
             last = i == n - 1
             z = None if last else _inputs(rng, shape)
@@ -371,7 +375,7 @@ def _steps_groups():
             flags += ["LastStep"] if last else []
             flags += ["BeginIndex"] if start and k == 0 else []
             flags += ["PrevZero"] if i + 1 < len(ts) and ts[i + 1] == 0 else []
-            flags += [extra["quirk"]] if "quirk" in extra else []
+            flags += [quirk] if quirk else []
             if not (np.isfinite(r.prev_sample).all() and np.isfinite(r.denoised).all()):
                 flags.append("NonFinite")
             tests.append(dict(comment=f"step {i}, t = {t}", flags=flags, step_index=i, timestep=t,
@@ -571,7 +575,7 @@ def load(path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise VectorFileError(path, "", f"cannot be read: {e}") from None
+        raise VectorFileError(path, "", str(e), kind="cannot read vector file") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -776,7 +780,8 @@ def _check_steps(path, cfg, g, factory, dtype, quirks, profile, fails):
                     tx, tm = (torch.from_numpy(a).to(dtype) for a in (x, m))
                     inject = None if z is None else torch.from_numpy(z).to(dtype)
                     with NoiseTap(inject=inject):
-                        out = sched.step(tm, sched.timesteps[i], tx, generator=torch.Generator().manual_seed(0))
+                        out = sched.step(tm, sched.timesteps[min(i, len(sched.timesteps) - 1)], tx,
+                                         generator=torch.Generator().manual_seed(0))
                     prev, den = (out[0], out[1]) if isinstance(out, tuple) else (out.prev_sample, out.denoised)
                     got = dict(denoised=den.double().numpy(), prev_sample=prev.double().numpy())
         except Exception as e:  # noqa: BLE001 - reported as a failure of this case

@@ -19,10 +19,11 @@ What must hold, and why each budget is what it is:
 
 import functools
 
-import diffusers
 import numpy as np
 import pytest
 import torch
+
+diffusers = pytest.importorskip("diffusers")
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig

@@ -12,10 +12,11 @@ import inspect
 import json
 import warnings
 
-import diffusers
 import numpy as np
 import pytest
 import torch
+
+diffusers = pytest.importorskip("diffusers")
 from diffusers.utils.torch_utils import randn_tensor
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -14,8 +14,9 @@ import torch
 import torch.utils._pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import lcm_ref.reference as ref
 from lcm_ref import LCMConfig
-from lcm_ref.torch_impl import LCMScheduler, TorchLCM
+from lcm_ref.torch_impl import TorchLCM
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -166,6 +167,8 @@ def test_no_sync_on_cuda():
     """Under torch.cuda.set_sync_debug_mode('error') every hot-path call runs (any sync would raise), and so do
     the drop-in's steps after the first (which finds the step index once, as diffusers does)."""
     calls = [c for _, eng in engines("cuda") for c in hot_calls(eng, "cuda").values()]
+    pytest.importorskip("diffusers")
+    from lcm_ref.torch_impl import LCMScheduler
     sched = LCMScheduler()
     sched.set_timesteps(4, device="cuda")
     x = torch.randn(1, 4, 8, 8, device="cuda")
@@ -190,13 +193,13 @@ def test_cuda_graph_captures_four_step_loop(fused):
     """A 4-step loop (noise drawn inside from the default CUDA generator, fp16) captured in a CUDA graph replays
     to bitwise the eager loop run from the same generator state; fused=True (torch.compile) as well."""
     eng = TorchLCM(LCMConfig(), device="cuda", dtype=torch.float16, fused=fused)
-    eng.set_timesteps(4)
+    ts = eng.set_timesteps(4).tolist()        # host ints: nothing is read from the device inside the capture
     x_static = torch.randn(2, 4, 32, 32, device="cuda", dtype=torch.float16)
     m_static = torch.randn_like(x_static)
 
     def loop():
         x = x_static
-        for i, t in enumerate(eng.timesteps.tolist()):
+        for i, t in enumerate(ts):
             x = eng.step(m_static, t, x, step_index=i).prev_sample
         return x
 
@@ -217,3 +220,26 @@ def test_cuda_graph_captures_four_step_loop(fused):
     want = loop()
     torch.cuda.synchronize()
     assert torch.equal(got, want)
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+def test_fused_step_matches_reference_on_cuda(dtype):
+    """fused=True (one compiled kernel, FMA contraction allowed) stays within the derived bounds of
+    tests/test_torch_impl.py at every step, by host index and by per-sample step indices."""
+    from test_torch_impl import bounds, check_scaled
+    cfg = LCMConfig()
+    eng = TorchLCM(cfg, device="cuda", dtype=dtype, fused=True)
+    ts = eng.set_timesteps(4).cpu().numpy()
+    g = torch.Generator().manual_seed(0)
+    x, m, z = (torch.randn(2, 4, 32, 32, generator=g).to(dtype) for _ in range(3))
+    bound_den, bound_prev = bounds(cfg, dtype)
+    for i, t in enumerate(ts.tolist()):
+        for out in (eng.step(m.cuda(), t, x.cuda(), z.cuda(), step_index=i),
+                    eng.step(m.cuda(), None, x.cuda(), z.cuda(), step_index=torch.tensor([i, i], device="cuda"))):
+            want = ref.step(cfg, m, t, x, schedule=ts, noise=z, step_index=i)
+            terms = ref.step_terms(cfg, m, t, x, schedule=ts, noise=z, step_index=i)
+            check_scaled(out.denoised, want.denoised, terms.denoised, dtype, bound_den, f"denoised at {t}")
+            if i < len(ts) - 1:
+                check_scaled(out.prev_sample, want.prev_sample, terms.prev_sample, dtype, bound_prev, f"prev at {t}")

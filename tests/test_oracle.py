@@ -1,0 +1,198 @@
+"""The oracle (lcm_ref.oracle), its strategies and the conformance suite."""
+
+import os
+import subprocess
+import sys
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lcm_ref.reference as ref
+from lcm_ref import LCMConfig, LCMRefError, cli, mutants, oracle
+from lcm_ref import strategies as lst
+from lcm_ref.torch_impl import LCMScheduler as TorchLCMScheduler
+
+EPS32 = 2.0 ** -23
+
+TABLE_CONFIGS = [
+    LCMConfig(), LCMConfig(beta_schedule="linear"), LCMConfig(beta_schedule="squaredcos_cap_v2"),
+    LCMConfig(rescale_betas_zero_snr=True), LCMConfig(beta_schedule="linear", rescale_betas_zero_snr=True),
+    LCMConfig(beta_schedule="squaredcos_cap_v2", rescale_betas_zero_snr=True),
+    LCMConfig(num_train_timesteps=2000, beta_schedule="linear", beta_start=1e-5, beta_end=0.02),
+    LCMConfig(num_train_timesteps=7, rescale_betas_zero_snr=True),
+    lst.build_config({"trained_betas": {"seed": 1}}),
+    lst.build_config({"trained_betas": {"seed": 2}, "rescale_betas_zero_snr": True}),
+]
+
+
+@pytest.mark.parametrize("cfg", TABLE_CONFIGS, ids=repr)
+def test_table_error_bound_covers_diffusers_float32_tables(cfg):
+    """E(t), the budget's bound on a float32 ᾱ table, covers diffusers' own table at every t (no false alarm)."""
+    got = diffusers.LCMScheduler(**cfg.to_dict()).alphas_cumprod.double().numpy()
+    want = np.asarray(ref.alphas_cumprod(cfg))
+    E = oracle.table_error_bound(cfg)
+    err = np.abs(got - want)
+    assert np.all(err <= E * want), np.max(err / np.where(want > 0, E * want, 1))
+
+
+def test_table_error_bound_is_the_cumprod_growth_not_more():
+    """E(t) grows like (t+1)·eps32 (DESIGN §6), so the budget stays tight enough to see float16 tables."""
+    E = oracle.table_error_bound(LCMConfig())
+    t = np.arange(len(E))
+    assert np.all(E <= 1.1 * (t + 1) * EPS32 + EPS32)          # (2u per factor + rounding) = (t+1)·eps32 + u
+    assert E[999] < 2.0 ** -12                                  # below float16's unit roundoff: float16 is caught
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factory", [diffusers.LCMScheduler, TorchLCMScheduler], ids=["diffusers", "torch_impl"])
+def test_check_passes_correct_schedulers(factory, dtype):
+    """diffusers' LCMScheduler and lcm_ref's torch drop-in pass check() in fp32 and fp64: no false alarm."""
+    report = oracle.check(factory, dtype=dtype)
+    print(report)
+    assert report.ok()
+    for q in ("timesteps", "exceptions", "denoised", "prev_sample", "add_noise", "get_velocity"):
+        assert report.rows[q].compared > 0, q
+    assert report.canonical == len(oracle.CANONICAL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_check_passes_diffusers_in_half_precision(dtype):
+    """The budget derives from the dtype: diffusers passes in float16 (underflow included) and bfloat16 too."""
+    assert oracle.check(diffusers.LCMScheduler, dtype=dtype, max_examples=60).ok()
+
+
+def test_torch_impl_is_more_accurate_than_the_float32_budget():
+    """The torch implementation's float64 tables keep it within a few eps of the reference in float32."""
+    report = oracle.check(TorchLCMScheduler, dtype=torch.float32, max_examples=40)
+    for q in ("denoised", "prev_sample", "add_noise", "get_velocity"):
+        assert report.rows[q].max_scaled < 4, (q, report.rows[q])
+
+
+def test_strict_profile_flags_diffusers_quirks():
+    """profile='strict' reports diffusers' quirk inputs: a ValueError naming the parameter was expected."""
+    with pytest.raises(oracle.OracleMismatch, match="expected: a ValueError whose message names") as info:
+        oracle.check(diffusers.LCMScheduler, profile="strict", shrink=False)
+    assert info.value.quantity == "exceptions"
+
+
+def test_strict_torch_impl_passes_strict_profile():
+    """The strict torch drop-in refuses every quirk input the strict reference refuses (or earlier)."""
+    assert oracle.check(TorchLCMScheduler, profile="strict").ok()
+
+
+def test_diffusers_quirks_match_the_reference():
+    """With quirk inputs drawn, diffusers still matches the diffusers-profile reference (quirks modelled)."""
+    report = oracle.check(diffusers.LCMScheduler, quirks=True)
+    assert report.ok() and report.rows["exceptions"].compared > 0
+
+
+def test_mismatch_names_everything_and_reproduces():
+    """An OracleMismatch names config, step, timestep, worst element, got/want, scaled error; its repro re-raises."""
+    with pytest.raises(oracle.OracleMismatch) as info:
+        oracle.check(mutants.PrevOffByOne, shrink=False, explicit=False)
+    e = info.value
+    msg = str(e)
+    for part in ("prev_sample", "config:", "schedule:", "step:", "timestep", "worst element", "got", "want",
+                 "scaled error", "budget", "reproduce:", "lcm_ref.oracle.replay("):
+        assert part in msg, part
+    assert e.step_index is not None and e.index is not None and e.scaled > e.budget
+    with pytest.raises(oracle.OracleMismatch) as again:
+        exec(e.repro, {})
+    assert (again.value.quantity, again.value.step_index, again.value.index) == (e.quantity, e.step_index, e.index)
+
+
+def test_replay_of_a_passing_case_returns_a_report():
+    """replay() of a case that passes returns a Report (the repro path works for correct schedulers too)."""
+    comment, case = oracle.canonical_cases()[0]
+    report = oracle.replay("diffusers:LCMScheduler", case.to_dict())
+    assert report.ok() and report.steps == 4
+
+
+def test_check_is_deterministic():
+    """Two check() runs draw the same examples and print the same report."""
+    a = oracle.check(diffusers.LCMScheduler, max_examples=15)
+    b = oracle.check(diffusers.LCMScheduler, max_examples=15)
+    assert str(a) == str(b)
+
+
+def test_report_prints_a_table():
+    """str(Report) is a markdown table with one row per quantity."""
+    text = str(oracle.check(diffusers.LCMScheduler, max_examples=5))
+    assert "| quantity | compared | max scaled error |" in text
+    for q in oracle.Report.QUANTITIES:
+        assert f"| {q} |" in text
+
+
+def test_noise_tap_records_and_injects_and_restores():
+    """NoiseTap sees diffusers' randn_tensor draws (one generator or one per batch element), can inject a given
+    tensor, and leaves torch untouched afterwards."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    randn, normal_ = torch.randn, torch.Tensor.normal_
+    x = torch.zeros(2, 3)
+    with oracle.NoiseTap() as tap:
+        z = randn_tensor((2, 3), generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+    assert torch.equal(tap.noise_like(x), z)
+    with oracle.NoiseTap() as tap:
+        z = randn_tensor((2, 3), generator=[torch.Generator().manual_seed(i) for i in range(2)], dtype=torch.float32)
+    assert torch.equal(tap.noise_like(x), z)
+    given_z = torch.arange(6.0).reshape(2, 3)
+    with oracle.NoiseTap(inject=given_z) as tap:
+        z = torch.randn(2, 3, dtype=torch.float64)
+        w = torch.empty(2, 3).normal_()
+    assert torch.equal(z, given_z.double()) and torch.equal(w, given_z)
+    assert torch.randn is randn and torch.Tensor.normal_ is normal_ and "normal_" not in vars(torch.Tensor)
+
+
+def test_bad_arguments_are_named():
+    """check() names a bad dtype, profile, part or example count."""
+    for kw, name in ((dict(dtype="int32"), "dtype"), (dict(profile="loose"), "profile"),
+                     (dict(parts=("steps",)), "parts"), (dict(max_examples=0), "max_examples")):
+        with pytest.raises(LCMRefError, match=name):
+            oracle.check(diffusers.LCMScheduler, **kw)
+
+
+def test_cli_check(capsys):
+    """`lcm-ref check` prints the report and exits 0; a mismatch exits 1; an unknown impl exits 2."""
+    assert cli.main(["check", "diffusers:LCMScheduler", "--examples", "5", "--dtype", "float64"]) == 0
+    assert "| denoised |" in capsys.readouterr().out
+    assert cli.main(["check", "lcm_ref.mutants:NoCOut", "--examples", "5", "--no-shrink"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    assert cli.main(["check", "no_such_module:X"]) == 2
+    assert "impl='no_such_module:X'" in capsys.readouterr().out
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_default_draws_are_valid_diffusers_inputs(data):
+    """Default strategy draws build diffusers schedulers and (non-error requests) set_timesteps without error."""
+    cfg = data.draw(lst.configs(), label="config")
+    req = data.draw(lst.schedule_requests(cfg, errors=False), label="request")
+    s = diffusers.LCMScheduler(**cfg.to_dict())
+    s.set_timesteps(**{k: req[k] for k in ("num_inference_steps", "original_inference_steps", "timesteps",
+                                           "strength") if req[k] is not None})
+    assert len(s.timesteps) >= 1 and req["start"] < len(s.timesteps)
+    assert ref.alphas_cumprod(cfg)[-1] > 0 or cfg.rescale_betas_zero_snr
+    assert not (cfg.rescale_betas_zero_snr and cfg.prediction_type == "epsilon")
+    x = data.draw(lst.tensors(dtype=[torch.float32, torch.float64]), label="tensor")
+    assert x.dtype in (torch.float32, torch.float64) and x.ndim >= 1
+
+
+def _conformance(env, *args):
+    env = dict(os.environ, LCM_REF_EXAMPLES="5", **env)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                           "--pyargs", "lcm_ref.conformance", *args], env=env, capture_output=True, text=True,
+                          cwd=os.path.dirname(__file__) + "/..", timeout=300)
+
+
+def test_conformance_suite_catches_a_mutant_and_honours_xfail():
+    """`pytest --pyargs lcm_ref.conformance` with LCM_REF_IMPL: a wrong get_velocity fails its test and the
+    vectors; LCM_REF_XFAIL marks the listed test xfail; --lcm-* options work with -p lcm_ref.conformance.options."""
+    r = _conformance({"LCM_REF_IMPL": "lcm_ref.mutants:VelocitySign", "LCM_REF_XFAIL": "get_velocity"},
+                     "-p", "lcm_ref.conformance.options", "--lcm-dtype=float64")
+    assert "3 passed" in r.stdout and "1 failed" in r.stdout and "1 xfailed" in r.stdout, r.stdout + r.stderr
+    assert "test_vectors[float64]" in r.stdout
