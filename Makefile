@@ -14,7 +14,7 @@ STAMP    := $(VENV)/.installed
 STAMP026 := $(VENV026)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-026 test test-main test-026 report report-fast bench clean
+.PHONY: install install-026 test test-main test-026 report report-fast bench mutants clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -51,6 +51,10 @@ report-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/lcm-ref bench
+
+# The oracle's kill table: every fault-injected scheduler of lcm_ref.mutants must be caught.
+mutants: $(STAMP)
+	$(BIN)/python -m lcm_ref.mutants
 
 clean:
 	rm -rf $(VENV) $(VENV026) .hypothesis .pytest_cache build *.egg-info

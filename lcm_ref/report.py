@@ -258,14 +258,18 @@ class Result(NamedTuple):
 
 
 def _execute(path: Path, workdir: Path, timeout: int, progress, env: dict) -> "object":
-    """Execute one notebook with the ``python3`` ipykernel (jupyter_client starts it with this interpreter,
-    ``sys.executable``) and the environment ``env``; returns the executed notebook."""
+    """Execute one notebook with this interpreter's ``python3`` ipykernel and the environment ``env``; returns the
+    executed notebook."""
     import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
-    # IPC transport (a socket file in the private work folder) rather than TCP on localhost.
-    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(workdir / "kernel-ipc"))
+    # No kernel folders searched: only ipykernel's built-in "python3" spec, which runs this interpreter
+    # (sys.executable), so a user-level kernelspec cannot send the notebooks to another Python. IPC transport (a
+    # socket file in the private work folder) rather than TCP on localhost.
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]),
+                       transport="ipc", ip=str(workdir / "kernel-ipc"))
     client = NotebookClient(nb, km=km, kernel_name="python3", timeout=timeout, allow_errors=False,
                             resources={"metadata": {"path": str(workdir)}},
                             on_cell_executed=lambda **kw: progress.update(1))
@@ -411,7 +415,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", metavar="NAME", action="append",
                         help=f"run only this notebook (repeatable): one of {', '.join(ORDER)}")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: reports/ in the repository)")
-    parser.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--notebooks", metavar="DIR", help="notebook folder (default: notebooks/ in the repository)")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="per-cell limit in seconds")
 
 
