@@ -490,6 +490,8 @@ def step(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None
             else:
                 x0 = p * x + q * m
             if cfg.thresholding:
+                if x0.ndim == 2 and not strict:  # diffusers reshapes by np.prod([]) == 1.0, a float
+                    raise TypeError("thresholding a 2-D (batch, channels) sample: diffusers' reshape gets a float")
                 x0 = _threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[0]
             elif cfg.clip_sample:
                 x0 = np.clip(x0, -cfg.clip_sample_range, cfg.clip_sample_range)
