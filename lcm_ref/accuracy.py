@@ -230,8 +230,8 @@ def table_ulps(cfg: LCMConfig) -> dict:
     d32 = diffusers_scheduler(cfg).alphas_cumprod.double().numpy()
     exact32 = np.array([float(v) for v in exact], dtype=np.float32)
     ulp32 = np.abs(d32 - np.array([float(v) for v in exact])) / np.spacing(np.abs(exact32)).astype(np.float64)
-    return dict(t=np.arange(T), reference=ulp_error(ref.alphas_cumprod(cfg), exact), naive_float64=ulp_error(naive, exact),
-                diffusers_float32=ulp32)
+    return dict(t=np.arange(T), reference=ulp_error(ref.alphas_cumprod(cfg), exact),
+                naive_float64=ulp_error(naive, exact), diffusers_float32=ulp32)
 
 
 def mp_step(cfg: LCMConfig, m, t, x, t_prev, z, last) -> tuple[np.ndarray, np.ndarray]:

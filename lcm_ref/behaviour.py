@@ -285,7 +285,8 @@ def set_alpha_to_one_matters(cfg: LCMConfig | None = None, seed=0) -> dict:
     step = 1                    # the step at t=499, whose next timestep is -1
     d = (runs[True].outputs[step][0] - runs[False].outputs[step][0]).abs().max().item()
     return dict(timesteps=call["timesteps"], step=step, max_abs_difference_of_prev_sample=d,
-                final_alpha_cumprod={v: ref.final_alpha_cumprod(cfg.replace(set_alpha_to_one=v)) for v in (True, False)},
+                final_alpha_cumprod={v: ref.final_alpha_cumprod(cfg.replace(set_alpha_to_one=v))
+                                     for v in (True, False)},
                 bit_identical=bit_identical(runs[True], runs[False]))
 
 
@@ -334,14 +335,17 @@ def quirk_1(seed=0) -> Quirk:
     prev, den = run.outputs[-1]
     d = (f"set_timesteps(timesteps=[999, 759, 499, 259], strength=0.5) keeps timesteps {run.timesteps} but "
          f"num_inference_steps={s.num_inference_steps}; after the last step prev_sample != denoised "
-         f"(max |prev − denoised| = {_max_abs(prev - den):.3g}): the final output is re-noised to t={run.timesteps[-1]}.")
+         f"(max |prev − denoised| = {_max_abs(prev - den):.3g}): the final output is re-noised to "
+         f"t={run.timesteps[-1]}.")
     sched = ref.set_timesteps(cfg, timesteps=call["timesteps"], strength=0.5)
     strict = ref.set_timesteps(cfg, timesteps=call["timesteps"], strength=0.5, profile="strict")
     r = (f"ref.set_timesteps returns Schedule(timesteps={sched.timesteps.tolist()}, "
-         f"num_inference_steps={sched.num_inference_steps}): same quirk when that num_inference_steps is passed to step.")
+         f"num_inference_steps={sched.num_inference_steps}): the same quirk when that num_inference_steps is passed "
+         "to step.")
     x, m, _ = _demo_inputs(seed)
     last = ref.step(cfg, m, int(strict.timesteps[-1]), x, schedule=strict.timesteps, profile="strict")
-    st = (f"Schedule(timesteps={strict.timesteps.tolist()}, num_inference_steps={strict.num_inference_steps}): the last "
+    st = (f"Schedule(timesteps={strict.timesteps.tolist()}, num_inference_steps={strict.num_inference_steps}): the "
+          "last "
           f"step returns denoised (prev_sample is denoised: {bool(np.array_equal(last.prev_sample, last.denoised))}); "
           "step with the quirky num_inference_steps raises " + _strict_says(
               lambda: ref.step(cfg, m, int(strict.timesteps[-1]), x, schedule=strict.timesteps, noise=x,

@@ -368,9 +368,11 @@ def device_name(device):
     return f"cpu: {cpu} ({torch.get_num_threads()} threads)"
 
 
-def run_benchmarks(device="cpu", fast=False, progress=False) -> list:
+def run_benchmarks(device="cpu", fast=False, progress=False, threads=1) -> list:
     """All timing rows for ``device`` (dicts with the keys of COLUMNS); ``fast``: fewer repeats, no compiled
-    variants, one per-sample shape."""
+    variants, one per-sample shape. ``threads``: torch's intra-op threads during the run (restored after; None
+    keeps torch's setting). One by default: both sides get the same count, and on a small shared machine OpenMP
+    barriers make multi-threaded times swing by 100× when another process wants a core."""
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is available")
     repeats = 9 if fast else 41
@@ -380,12 +382,18 @@ def run_benchmarks(device="cpu", fast=False, progress=False) -> list:
         parts += [("roofline", lambda: roofline_rows(device, repeats, fast)),
                   ("graph loop", lambda: loop_rows(device, repeats, fast))]
     dfs = _diffusers()
-    info = dict(device=device_name(device), torch_version=torch.__version__,
-                diffusers_version=dfs.__version__ if dfs else "not installed")
-    rows = []
-    with torch.inference_mode():
-        for name, part in tqdm(parts, desc="lcm-ref bench", disable=not progress):
-            rows += [dict(r, **info) for r in part()]
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        info = dict(device=device_name(device), torch_version=torch.__version__,
+                    diffusers_version=dfs.__version__ if dfs else "not installed")
+        rows = []
+        with torch.inference_mode():
+            for name, part in tqdm(parts, desc="lcm-ref bench", disable=not progress):
+                rows += [dict(r, **info) for r in part()]
+    finally:
+        torch.set_num_threads(saved)
     return rows
 
 
@@ -445,15 +453,14 @@ def write_outputs(rows, accuracy, out_dir, device):
 
 def configure_parser(parser):
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads during the run (default 1; 0 keeps torch's default)")
     parser.add_argument("--fast", action="store_true", help="fewer repeats, no compiled variants")
     parser.add_argument("--out", default="reports/data", help="output folder (default reports/data)")
 
 
 def main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = run_benchmarks(args.device, args.fast, progress=True)
+    rows = run_benchmarks(args.device, args.fast, progress=True, threads=args.threads or None)
     accuracy = accuracy_rows(args.device)
     print(markdown_table(rows))
     print()

@@ -19,7 +19,6 @@ import base64
 import csv
 import datetime as _dt
 import io
-import json
 import math
 import os
 import platform
@@ -74,7 +73,7 @@ def _cell(v, floatfmt):
         return "—"
     if isinstance(v, float):
         if math.isnan(v):
-            return "nan"
+            return "—"          # not applicable / not measured
         return format(v, floatfmt)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(str(x) for x in v) + "]"

@@ -112,6 +112,8 @@ def _affine_step(sample, model_output, noise, a, b, ca, cb, d, dtype, noise_is_s
         prev = noise.mul_(d).addcmul_(ca, sample).addcmul_(cb, model_output)
     else:
         prev = torch.mul(sample, ca).addcmul_(cb, model_output).addcmul_(d, noise)
+    if prev.dtype == dtype:             # (.to on a tensor of that dtype is a no-op that still costs ~1 µs)
+        return prev, denoised
     return prev.to(dtype), denoised.to(dtype)
 
 

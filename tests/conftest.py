@@ -3,7 +3,13 @@ about 10 minutes on 2 cores; ``dev`` (default): derandomized, same size; ``thoro
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# Under pytest-xdist each worker gets one intra-op thread: two workers with two threads each on two cores made the
+# pipeline tests 40x slower through oversubscription.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("ci", derandomize=True, max_examples=40, print_blob=True, **_common)
