@@ -425,14 +425,13 @@ def quirk_5(seed=0) -> Quirk:
 
 def quirk_6(seed=0) -> Quirk:
     """previous_timestep was t − T//n before diffusers 0.32; step never calls it."""
-    import diffusers
     cfg = LCMConfig()
     s = diffusers_scheduler(cfg)
     s.set_timesteps(4)
     ts = [int(t) for t in s.timesteps]
     live = [int(s.previous_timestep(t)) for t in s.timesteps] if hasattr(s, "previous_timestep") else None
     old = [t - cfg.num_train_timesteps // 4 for t in ts]
-    d = (f"diffusers {diffusers.__version__}: schedule {ts}, previous_timestep → {live}; the pre-0.32 formula "
+    d = (f"schedule {ts}, previous_timestep → {live}; the pre-0.32 formula "
          f"t − T//n gives {old}. step() never calls previous_timestep, so no output changed.")
     r = f"ref.previous_timestep → {[ref.previous_timestep(ts, t) for t in ts]}"
     return Quirk(6, "previous_timestep was wrong before 0.32 (unused by step)", d, r,

@@ -8,7 +8,7 @@ Notebooks learn the mode and where to write through environment variables: ``LCM
 ``LCM_REF_DATA`` (the data folder), ``LCM_REF_SEED``. Inside a notebook, ``ctx = lcm_ref.report.setup()`` reads them.
 
 Everything is written into a temporary folder beside the target and moved into place at the end, so an interrupted
-run leaves the previous reports intact. Files named ``data/*_cuda.*`` (GPU results produced elsewhere, e.g. by
+run leaves the previous reports intact. Files named ``data/*cuda*`` (GPU results produced elsewhere, e.g. by
 ``lcm-ref bench`` on a GPU machine) are carried over from the previous reports.
 """
 
@@ -37,7 +37,7 @@ from .errors import LCMRefError
 ORDER = ("scheduler_behaviour", "reference_vs_gpu", "timestep_scaling", "paper_figures", "benchmarks")
 SEED = 0                    #: the seed every notebook passes to its random draws (LCM_REF_SEED)
 CELL_TIMEOUT_S = 1800       #: per-cell limit; the whole full run is meant to take minutes
-CARRIED = ("data/*_cuda.*",)  #: files of the previous reports that a full run keeps
+CARRIED = ("data/*cuda*",)  #: files of the previous reports that a full run keeps (GPU results made elsewhere)
 RUNS_CSV = "data/report_runs.csv"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -341,10 +341,7 @@ def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT
             if only:
                 shutil.copytree(out, tmp, dirs_exist_ok=True)
             else:
-                for pattern in CARRIED + (RUNS_CSV,):
-                    for f in out.glob(pattern):
-                        (tmp / f.relative_to(out)).parent.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(f, tmp / f.relative_to(out))
+                _carry(out, tmp, patterns=CARRIED + (RUNS_CSV,))
         for sub in ("figures", "data", ".work"):
             (tmp / sub).mkdir(exist_ok=True)
         env = environment()
@@ -378,10 +375,25 @@ def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT
         _update_runs(tmp, results, mode, env)
         _write_index(tmp, env, fast)
         shutil.rmtree(tmp / ".work", ignore_errors=True)
+        _carry(out, tmp, newer_only=True)      # GPU results someone wrote into ``out`` while this run went on
         _swap(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results
+
+
+def _carry(out: Path, tmp: Path, patterns=CARRIED, newer_only=False):
+    """Copy the files of ``out`` matching ``patterns`` into ``tmp``; with ``newer_only``, only those missing from
+    ``tmp`` or modified after its copy (so a result this run regenerated is not replaced by an older one)."""
+    if not out.exists():
+        return
+    for pattern in patterns:
+        for f in out.glob(pattern):
+            dest = tmp / f.relative_to(out)
+            if newer_only and dest.exists() and dest.stat().st_mtime >= f.stat().st_mtime:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
 
 
 def _keep_previous(out: Path, tmp: Path, name: str):

@@ -4,6 +4,7 @@ reports folder, and every notebook executed for real (fast mode) into a temporar
 import base64
 import io
 import re
+import time
 from pathlib import Path
 
 import nbformat
@@ -104,6 +105,7 @@ def previous_reports(out):
     (out / "scheduler_behaviour.md").write_text("OLD PAGE")
     (out / "stale.md").write_text("from an older run")
     (out / "data" / "bench_cuda.csv").write_text("device\nH100\n")
+    (out / "data" / "bench_cuda_accuracy.csv").write_text("config\n")
     return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
@@ -128,8 +130,8 @@ def test_interrupted_run_leaves_previous_reports(tmp_path, monkeypatch):
 
 
 def test_full_run_replaces_and_keeps_gpu_results(tmp_path, monkeypatch):
-    """A full run replaces the folder (stale pages go), keeps data/*_cuda.* files, and a failing notebook keeps
-    its previous page while the others are written."""
+    """A full run replaces the folder (stale pages go), keeps data/*cuda* files (also ones written into the live
+    folder while it ran), and a failing notebook keeps its previous page while the others are written."""
     nbs = fake_notebooks(tmp_path / "nbs", ["scheduler_behaviour", "reference_vs_gpu"])
     out = tmp_path / "reports"
     previous_reports(out)
@@ -138,11 +140,17 @@ def test_full_run_replaces_and_keeps_gpu_results(tmp_path, monkeypatch):
         assert env["LCM_REF_DATA"].endswith("data") and env["LCM_REF_FAST"] == "1"
         if path.stem == "scheduler_behaviour":
             raise RuntimeError("cell failed")
+        # meanwhile, GPU results land in the live folder (another process): they must survive the swap
+        time.sleep(0.01)
+        (out / "data" / "cuda_oracle.md").write_text("written during the run")
+        (out / "data" / "bench_cuda.csv").write_text("device\nH200\n")
         return nbformat.read(path, as_version=4)
     monkeypatch.setattr(report, "_execute", fake_execute)
     results = report.run(out, fast=True, notebooks=nbs, quiet=True)
     assert [(r.name, r.ok) for r in results] == [("scheduler_behaviour", False), ("reference_vs_gpu", True)]
-    assert (out / "data" / "bench_cuda.csv").read_text() == "device\nH100\n"
+    assert (out / "data" / "bench_cuda.csv").read_text() == "device\nH200\n"
+    assert (out / "data" / "bench_cuda_accuracy.csv").read_text() == "config\n"
+    assert (out / "data" / "cuda_oracle.md").read_text() == "written during the run"
     assert not (out / "stale.md").exists()
     assert (out / "reference_vs_gpu.md").exists()
     assert (out / "scheduler_behaviour.md").read_text() == "OLD PAGE"
