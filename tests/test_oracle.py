@@ -191,8 +191,8 @@ def _conformance(env, *args):
 
 def test_conformance_suite_catches_a_mutant_and_honours_xfail():
     """`pytest --pyargs lcm_ref.conformance` with LCM_REF_IMPL: a wrong get_velocity fails its test and the
-    vectors; LCM_REF_XFAIL marks the listed test xfail; --lcm-* options work with -p lcm_ref.conformance.options."""
+    vectors; LCM_REF_XFAIL marks the listed test xfail; --lcm-* options work through the installed pytest11 plugin."""
     r = _conformance({"LCM_REF_IMPL": "lcm_ref.mutants:VelocitySign", "LCM_REF_XFAIL": "get_velocity"},
-                     "-p", "lcm_ref.conformance.options", "--lcm-dtype=float64")
+                     "--lcm-dtype=float64")
     assert "3 passed" in r.stdout and "1 failed" in r.stdout and "1 xfailed" in r.stdout, r.stdout + r.stderr
     assert "test_vectors[float64]" in r.stdout

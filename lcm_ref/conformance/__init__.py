@@ -1,7 +1,8 @@
 """Conformance suite: ``pytest --pyargs lcm_ref.conformance`` checks any scheduler with diffusers' LCMScheduler
 interface against ``lcm_ref.reference`` (through ``lcm_ref.oracle.check`` and the golden vectors).
 
-Options: environment variables, or the same as pytest options with ``-p lcm_ref.conformance.options``:
+Options: environment variables, or the same as pytest options (registered by the ``lcm_ref_conformance`` pytest
+plugin that installing lcm_ref adds; ``-p lcm_ref.conformance.options`` where it is not installed):
 
 =====================  =====================  ==========================================================
 variable               option                 meaning (default)
@@ -16,7 +17,7 @@ LCM_REF_XFAIL          --lcm-xfail            comma-separated tests expected to 
 =====================  =====================  ==========================================================
 
     LCM_REF_IMPL=my_pkg.sched:MyLCM LCM_REF_DTYPE=float32,float64 pytest --pyargs lcm_ref.conformance
-    pytest -p lcm_ref.conformance.options --pyargs lcm_ref.conformance --lcm-impl=my_pkg.sched:MyLCM
+    pytest --pyargs lcm_ref.conformance --lcm-impl=my_pkg.sched:MyLCM
 """
 
 import os
@@ -38,6 +39,6 @@ def option(config, name):
     if config is not None:
         try:
             value = config.getoption(f"--lcm-{name}")
-        except ValueError:       # options not registered (no -p lcm_ref.conformance.options)
+        except ValueError:       # options not registered (plugin not loaded)
             value = None
     return value if value not in (None, "") else os.environ.get(env, default)

@@ -1,6 +1,6 @@
 """Parametrization, xfail marks and fixtures of the conformance suite (see ``lcm_ref.conformance``). The command
-line options live in ``lcm_ref.conformance.options`` (``-p lcm_ref.conformance.options``): pytest registers the
-options of a conftest below the root too late for ``--pyargs``."""
+line options live in ``lcm_ref.conformance.options``, a pytest plugin registered by lcm_ref's ``pytest11`` entry
+point: pytest registers the options of a conftest below the root too late for ``--pyargs``."""
 
 import pytest
 

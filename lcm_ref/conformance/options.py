@@ -1,6 +1,8 @@
 """The conformance suite's command line options, as a pytest plugin:
 
-    pytest -p lcm_ref.conformance.options --pyargs lcm_ref.conformance --lcm-impl=pkg.mod:MyLCM --lcm-dtype=float64
+    pytest --pyargs lcm_ref.conformance --lcm-impl=pkg.mod:MyLCM --lcm-dtype=float64
+
+(loaded through lcm_ref's ``pytest11`` entry point when lcm_ref is installed)
 
 (the same as the LCM_REF_* environment variables of ``lcm_ref.conformance``, which win when no option is given)."""
 
