@@ -4,6 +4,10 @@ Every error lcm_ref raises for bad input names the parameter, the value it got a
 message alone says what to change.
 """
 
+import contextlib
+import logging
+import warnings
+
 
 class LCMRefError(ValueError):
     """Bad input: ``parameter`` got ``value``; ``allowed`` says what would be accepted."""
@@ -24,3 +28,18 @@ class StrictError(LCMRefError):
 
 class LCMRefWarning(UserWarning):
     """Input that diffusers accepts with a warning (off-grid custom timesteps and the like)."""
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence the off-grid notices of both sides: diffusers logs them (not warns), the reference warns
+    (LCMRefWarning). For comparisons that feed such schedules on purpose."""
+    logger = logging.getLogger("diffusers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LCMRefWarning)
+            yield
+    finally:
+        logger.setLevel(level)

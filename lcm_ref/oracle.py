@@ -70,14 +70,11 @@ at the step using the bad timestep (zero-SNR T−1 under epsilon) is accepted: e
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib
-import logging
 import math
 import pprint
-import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -88,7 +85,8 @@ from hypothesis import strategies as st
 from . import reference as ref
 from . import strategies as lst
 from .config import LCMConfig
-from .errors import LCMRefError, LCMRefWarning, StrictError
+from .errors import LCMRefError, StrictError
+from .errors import quiet as _quiet
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES", "PARTS", "U_TABLE", "OracleMismatch", "Report", "Case", "NoiseTap",
@@ -698,20 +696,6 @@ def _check_like(ctx, quantity, out, like, step=None, t=None):
     if out.dtype != like.dtype or tuple(out.shape) != tuple(like.shape):
         ctx.fail(quantity, f"has dtype {out.dtype} and shape {tuple(out.shape)}, want those of the sample: "
                  f"{like.dtype}, {tuple(like.shape)}", step_index=step, timestep=t)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """diffusers logs (not warns) about off-grid custom timesteps; the reference warns (LCMRefWarning)."""
-    logger = logging.getLogger("diffusers")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", LCMRefWarning)
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _outputs(out):

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -35,7 +33,8 @@ import torch
 from . import __version__
 from . import reference as ref
 from .config import LCMConfig
-from .errors import LCMRefError, LCMRefWarning, StrictError
+from .errors import LCMRefError, StrictError
+from .errors import quiet as _quiet
 
 __all__ = ["VECTOR_DIR", "FILES", "SCHEMA", "VectorFileError", "generate", "write", "load", "check_vectors",
            "configure_parser", "main"]
@@ -627,25 +626,6 @@ class _Failures:
 
     def add(self, path, tc, what):
         self.items.append(f"{Path(path).name} tcId {tc}: {what}")
-
-
-def _quiet():
-    import contextlib
-    import logging
-    import warnings
-
-    @contextlib.contextmanager
-    def cm():
-        logger = logging.getLogger("diffusers")
-        level = logger.level
-        logger.setLevel(logging.ERROR)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", LCMRefWarning)
-                yield
-        finally:
-            logger.setLevel(level)
-    return cm()
 
 
 def _error_matches(expected_name, parameter, exc):
