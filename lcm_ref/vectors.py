@@ -854,10 +854,7 @@ def main(args) -> int:
     try:
         res = check_vectors(args.impl, args.dir, dtype=getattr(torch, args.dtype), quirks=args.quirks,
                             profile=args.profile)
-    except VectorFileError as e:
-        print(f"lcm-ref vectors check: {e}")
-        return 2
-    except LCMRefError as e:
+    except (VectorFileError, LCMRefError) as e:
         print(f"lcm-ref vectors check: {e}")
         return 2
     who = args.impl or "lcm_ref.reference (bit for bit)"
