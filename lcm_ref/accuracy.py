@@ -7,33 +7,28 @@ The logic behind ``notebooks/reference_vs_gpu.ipynb`` and ``notebooks/timestep_s
   ``|impl − ref| / (eps(dtype)·Σ|terms|)`` via ``ref.step_terms`` and ``ref.scaled_error``. Inputs are rounded to
   the implementation's dtype first and the reference gets the same rounded values, so the error measured is the
   step's own; the noise is the one the implementation drew (diffusers draws its own from the generator; it is
-  re-drawn here from an identically seeded generator).
-- ``reference_vs_mpmath``: the reference against an independent 50-digit mpmath evaluation (tables in ulps, step
-  outputs in scaled eps64 units).
+  captured as drawn: ``lcm_ref.noise.step_with_noise``).
+- ``reference_vs_mpmath`` / ``table_ulps``: the reference against the independent 60-digit evaluation of
+  ``lcm_ref.exact`` (tables in ulps, step outputs in scaled eps64 units).
 - ``boundary_table`` / ``scaling_sweep``: the boundary-condition approximation (c_skip → 0, c_out → 1) against
   ``timestep_scaling``, closed form beside measured, and each implementation's error over decades of it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from typing import Callable, NamedTuple
 
-import mpmath
 import numpy as np
 
+from . import exact as E
 from . import reference as ref
 from .config import LCMConfig
 
 SIGMA = ref.SIGMA_DATA
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 BETA_SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")     # the ones diffusers' LCMScheduler accepts
-
-_mp = mpmath.MPContext()
-_mp.dps = 50
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Implementations under test: step(cfg, schedule, i, x, m, seed) -> (prev_sample, denoised, z) as float64 arrays
@@ -44,37 +39,31 @@ def _torch_dtype(name):
     return getattr(torch, name)
 
 
-def _draw_noise(shape, seed, dtype, device):
-    """The noise diffusers' ``randn_tensor`` draws from ``torch.Generator(device).manual_seed(seed)``."""
-    import torch
-    g = torch.Generator(device).manual_seed(seed)
-    return torch.randn(shape, generator=g, device=device, dtype=dtype)
-
-
 def diffusers_step(cfg: LCMConfig, schedule, i, x, m, seed, *, dtype="float32", device="cpu"):
     """One ``diffusers.LCMScheduler.step`` at ``schedule[i]`` as a pipeline calls it (timestep a tensor element of
     ``scheduler.timesteps``; ``set_begin_index(i)``), with the noise drawn from ``seed``."""
     import torch
     from .behaviour import captured_diffusers_log, diffusers_scheduler
+    from .noise import step_with_noise
     dt = _torch_dtype(dtype)
     s = diffusers_scheduler(cfg)
     with captured_diffusers_log():
         s.set_timesteps(timesteps=[int(t) for t in schedule], device=device)
     s.set_begin_index(i)
     xt, mt = torch.as_tensor(x, device=device).to(dt), torch.as_tensor(m, device=device).to(dt)
-    out = s.step(mt, s.timesteps[i], xt, generator=torch.Generator(device).manual_seed(seed))
-    z = _draw_noise(xt.shape, seed, dt, device)
+    out, z = step_with_noise(s, mt, s.timesteps[i], xt, seed)
     return _np(out.prev_sample), _np(out.denoised), _np(z)
 
 
 def torch_lcm_step(cfg: LCMConfig, schedule, i, x, m, seed, *, dtype="float32", device="cpu"):
     """One step of ``lcm_ref.torch_impl.TorchLCM`` in ``dtype`` with the noise given explicitly."""
     import torch
+    from .noise import draw_noise
     from .torch_impl import TorchLCM
     dt = _torch_dtype(dtype)
     eng = TorchLCM(cfg, device=device, dtype=dt)
     xt, mt = torch.as_tensor(x, device=device).to(dt), torch.as_tensor(m, device=device).to(dt)
-    z = _draw_noise(xt.shape, seed, dt, device)
+    z = draw_noise(xt.shape, torch.Generator(device).manual_seed(seed), device, dt)    # what diffusers draws
     out = eng.step(mt, int(schedule[i]), xt, schedule=torch.as_tensor(np.asarray(schedule), device=device),
                    noise=z, step_index=i)
     prev, den = (out.prev_sample, out.denoised) if hasattr(out, "prev_sample") else out
@@ -178,47 +167,21 @@ def summarize(rows, keys=("impl", "dtype", "prediction_type")) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reference vs mpmath (independent 50-digit evaluation)
+# Reference vs mpmath (the independent 60-digit evaluation of lcm_ref.exact)
 # ---------------------------------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=16)
-def mp_alphas_cumprod(cfg: LCMConfig) -> list:
-    """ᾱ in 50-digit mpmath, computed here from diffusers' definitions (linear, scaled_linear, squaredcos_cap_v2),
-    independently of ``lcm_ref.reference``."""
-    T = cfg.num_train_timesteps
-    mpf = _mp.mpf
-    if cfg.beta_schedule == "linear":
-        b0, b1 = mpf(cfg.beta_start), mpf(cfg.beta_end)
-        betas = [b0 + (b1 - b0) * i / (T - 1) for i in range(T)]
-    elif cfg.beta_schedule == "scaled_linear":
-        r0, r1 = _mp.sqrt(mpf(cfg.beta_start)), _mp.sqrt(mpf(cfg.beta_end))
-        betas = [(r0 + (r1 - r0) * i / (T - 1)) ** 2 for i in range(T)]
-    elif cfg.beta_schedule == "squaredcos_cap_v2":
-        def abar(s):
-            return _mp.cos((s + mpf(0.008)) / mpf(1.008) * _mp.pi / 2) ** 2
-        betas = [min(1 - abar(mpf(i + 1) / T) / abar(mpf(i) / T), mpf(0.999)) for i in range(T)]
-    else:
-        raise ValueError(f"beta_schedule={cfg.beta_schedule!r}: mpmath check covers {BETA_SCHEDULES}")
-    out, acc = [], mpf(1)
-    for b in betas:
-        acc *= 1 - b
-        out.append(acc)
-    return out
-
 
 def ulp_error(got, exact_mp) -> np.ndarray:
     """|got − exact| in units of the float64 ulp at the exact value (|got| for zero)."""
-    got = np.asarray(got, dtype=np.float64)
-    exact = np.array([float(v) for v in exact_mp])
-    diff = np.array([abs(_mp.mpf(float(g)) - v) for g, v in zip(got, exact_mp)])
-    return np.array([float(d / _mp.mpf(float(np.spacing(abs(e))))) for d, e in zip(diff, exact)])
+    exact = [float(v) for v in exact_mp]
+    return np.array([float(abs(E.MP.mpf(float(g)) - v) / E.MP.mpf(float(np.spacing(abs(e)))))
+                     for g, v, e in zip(np.ravel(got), exact_mp, exact)])
 
 
 def table_ulps(cfg: LCMConfig) -> dict:
-    """ᾱ_t ulp error vs mpmath for ``ref.alphas_cumprod``, a naive float64 ``np.cumprod`` and diffusers' float32
-    table (the latter in float32 ulps)."""
+    """ᾱ_t ulp error vs ``lcm_ref.exact`` for ``ref.alphas_cumprod``, a naive float64 ``np.cumprod`` and diffusers'
+    float32 table (the latter in float32 ulps)."""
     from .behaviour import diffusers_scheduler
-    exact = mp_alphas_cumprod(cfg)
+    exact = E.exact_tables(cfg)["alphas_cumprod"]
     T = cfg.num_train_timesteps
     if cfg.beta_schedule == "scaled_linear":
         naive_betas = np.linspace(cfg.beta_start ** 0.5, cfg.beta_end ** 0.5, T) ** 2
@@ -234,36 +197,10 @@ def table_ulps(cfg: LCMConfig) -> dict:
                 naive_float64=ulp_error(naive, exact), diffusers_float32=ulp32)
 
 
-def mp_step(cfg: LCMConfig, m, t, x, t_prev, z, last) -> tuple[np.ndarray, np.ndarray]:
-    """The step in exact (50-digit) arithmetic from the float64 inputs: (prev_sample, denoised) rounded once.
-    ``t_prev`` is the timestep re-noised to (ignored when ``last``). No clip/threshold."""
-    abar = mp_alphas_cumprod(cfg)
-    a_t = abar[t]
-    u = _mp.mpf(t) * _mp.mpf(cfg.timestep_scaling)
-    s2 = _mp.mpf(SIGMA) ** 2
-    c_skip, c_out = s2 / (u * u + s2), u / _mp.sqrt(u * u + s2)
-    a_p = abar[t_prev] if t_prev >= 0 else (_mp.mpf(1) if cfg.set_alpha_to_one else abar[0])
-    pt = cfg.prediction_type
-    den, prev = [], []
-    for mi, xi, zi in zip(np.ravel(m), np.ravel(x), np.ravel(z)):
-        mi, xi, zi = _mp.mpf(float(mi)), _mp.mpf(float(xi)), _mp.mpf(float(zi))
-        if pt == "epsilon":
-            x0 = (xi - _mp.sqrt(1 - a_t) * mi) / _mp.sqrt(a_t)
-        elif pt == "sample":
-            x0 = mi
-        else:
-            x0 = _mp.sqrt(a_t) * xi - _mp.sqrt(1 - a_t) * mi
-        d = c_out * x0 + c_skip * xi
-        den.append(float(d))
-        prev.append(float(d if last else _mp.sqrt(a_p) * d + _mp.sqrt(1 - a_p) * zi))
-    shape = np.shape(x)
-    return np.array(prev).reshape(shape), np.array(den).reshape(shape)
-
-
 def reference_vs_mpmath(*, beta_schedules=BETA_SCHEDULES, prediction_types=PREDICTION_TYPES, every=1,
                         shape=(2, 4, 4, 4), seed=0) -> list[dict]:
-    """Max scaled error (eps64 units) of ``ref.step``'s outputs against ``mp_step``, per schedule, prediction type and
-    timestep of the 50-point grid. DESIGN §6 bound: ≤ 4."""
+    """Max scaled error (eps64 units) of ``ref.step``'s outputs against ``lcm_ref.exact.exact_step`` (the exact value
+    not rounded first), per schedule, prediction type and timestep of the 50-point grid. DESIGN §6 bound: ≤ 4."""
     grid = ref.timesteps(LCMConfig(), 50)
     rows = []
     for bs in beta_schedules:
@@ -274,15 +211,13 @@ def reference_vs_mpmath(*, beta_schedules=BETA_SCHEDULES, prediction_types=PREDI
                 x, m, z = (rng.standard_normal(shape) for _ in range(3))
                 t = int(grid[i])
                 last = i == len(grid) - 1
-                t_prev = int(grid[i + 1]) if not last else t
-                want_prev, want_den = mp_step(cfg, m, t, x, t_prev, z, last)
+                want_prev, want_den = E.exact_step(cfg, m, t, x, z, -1 if last else int(grid[i + 1]), last)
                 got = ref.step(cfg, m, t, x, schedule=grid, noise=z, step_index=i)
                 terms = ref.step_terms(cfg, m, t, x, schedule=grid, noise=z, step_index=i)
                 rows.append(dict(beta_schedule=bs, prediction_type=pt, t=t,
-                                 scaled_denoised=float(ref.scaled_error(got.denoised, want_den, terms.denoised,
-                                                                        "float64").max()),
-                                 scaled_prev=float(ref.scaled_error(got.prev_sample, want_prev, terms.prev_sample,
-                                                                    "float64").max())))
+                                 scaled_denoised=float(E.scaled_error(got.denoised, want_den, terms.denoised).max()),
+                                 scaled_prev=float(E.scaled_error(got.prev_sample, want_prev,
+                                                                  terms.prev_sample).max())))
     return rows
 
 
@@ -291,11 +226,9 @@ def reference_vs_mpmath(*, beta_schedules=BETA_SCHEDULES, prediction_types=PREDI
 # ---------------------------------------------------------------------------------------------------------------
 
 def exact_boundary(t, s) -> tuple[float, float]:
-    """(c_skip, 1 − c_out) at timestep t for timestep_scaling s, in 50-digit arithmetic, rounded once."""
-    u = _mp.mpf(int(t)) * _mp.mpf(float(s))
-    s2 = _mp.mpf(SIGMA) ** 2
-    r = _mp.sqrt(u * u + s2)
-    return float(s2 / (u * u + s2)), float(1 - u / r)
+    """(c_skip, 1 − c_out) at timestep t for timestep_scaling s, exact (``lcm_ref.exact``), rounded once."""
+    c_skip, c_out = E.exact_boundary(t, s)
+    return float(c_skip), float(1 - c_out)
 
 
 def asymptotic_boundary(t, s) -> tuple[float, float]:

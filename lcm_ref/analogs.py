@@ -19,8 +19,7 @@ Common set-up (all seeds fixed):
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from . import reference as ref
 from . import testbed as tb
 from .config import LCMConfig
 from .errors import LCMRefError
+from .report import _write_atomic
 
 __all__ = ["ANALOG_CFG", "STUDENT_CFG", "STEPS", "Sizes", "FULL", "FAST", "mixture", "write_csv",
            "table1", "skipping_step", "guidance", "spacing", "timestep_scaling_samples", "endpoint", "run_all"]
@@ -72,20 +72,13 @@ def write_csv(rows, name, out_dir=DEFAULT_OUT):
     ``os.replace`` (never a half-written file). Returns the path."""
     if not rows:
         raise LCMRefError("rows", rows, "a non-empty list of dicts")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, out / name)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out / name
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)           # raises ValueError on a row with another key, before anything is written
+    path = Path(out_dir) / name
+    _write_atomic(path, buf.getvalue().encode())
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------------

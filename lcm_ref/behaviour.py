@@ -473,9 +473,7 @@ def quirks(seed=0) -> list[Quirk]:
 def original_lcm_timesteps(cfg: LCMConfig, n: int, original_inference_steps=None, strength=1.0) -> list[int]:
     """The authors' original scheduler (diffusers community ``latent_consistency_txt2img``): stride selection
     ``origin[::-(L // n)][:n]`` on the same origin grid."""
-    orig = original_inference_steps or cfg.original_inference_steps
-    k = cfg.num_train_timesteps // orig
-    origin = np.arange(1, int(orig * strength) + 1) * k - 1
+    origin = ref._origin_grid(cfg, original_inference_steps or cfg.original_inference_steps, strength, None)
     return origin[::-(len(origin) // n)][:n].tolist()
 
 
@@ -484,8 +482,7 @@ def tcd_timesteps(cfg: LCMConfig, n: int, eta=0.3) -> tuple[list[int], list[int]
     jumps to (t_next = 0 after the last)."""
     from diffusers import TCDScheduler
     d = cfg.to_dict()
-    for key in ("timestep_scaling",):
-        d.pop(key)
+    d.pop("timestep_scaling")       # the one LCMScheduler key TCDScheduler does not take
     s = TCDScheduler(**d)
     s.set_timesteps(n)
     ts = [int(t) for t in s.timesteps]
@@ -497,8 +494,8 @@ def _distilled_log_sigmas(cfg: LCMConfig, orig: int):
     """ComfyUI's ModelSamplingDiscreteDistilled / A1111's LCMCompVisDenoiser: float32 log σ at the orig-point grid
     (k−1, 2k−1, …, T−1), σ = √((1−ᾱ)/ᾱ)."""
     import torch
+    grid = ref._origin_grid(cfg, orig, 1.0, None)
     k = cfg.num_train_timesteps // orig
-    grid = np.arange(1, orig + 1) * k - 1
     abar = np.asarray(ref.alphas_cumprod(cfg))[grid]
     return torch.tensor(np.log(np.sqrt((1 - abar) / abar)), dtype=torch.float32), k, grid
 

@@ -97,7 +97,9 @@ def measure(fns: dict, device="cpu", repeats=31, min_time=2e-3) -> dict:
 
 @contextlib.contextmanager
 def _diffusers_noise(given):
-    """diffusers' LCMScheduler.step with its randn_tensor swapped for one returning ``given()``."""
+    """diffusers' LCMScheduler.step with its randn_tensor swapped for one returning ``given()``. Not
+    ``lcm_ref.noise.NoiseTap(inject=...)``: that lets the step draw, then copies and records, all inside the timing;
+    here diffusers, like ours, is timed stepping on a given z."""
     import diffusers.schedulers.scheduling_lcm as lcm_module
     original = lcm_module.randn_tensor
     lcm_module.randn_tensor = lambda *a, **k: given()

@@ -77,12 +77,12 @@ class DistillResult:
 
 
 def ddim_grid(cfg: LCMConfig, num_ddim_timesteps: int) -> np.ndarray:
-    """The distillation grid (1..N)·k − 1 with k = T // N (ascending)."""
+    """The distillation grid (1..N)·k − 1 with k = T // N (ascending): LCM's origin grid for
+    original_inference_steps = N (``ref._origin_grid``), the grid the scheduler later selects from."""
     T = cfg.num_train_timesteps
     if not (isinstance(num_ddim_timesteps, numbers.Integral) and 1 <= num_ddim_timesteps <= T):
         raise LCMRefError("num_ddim_timesteps", num_ddim_timesteps, f"an integer in [1, num_train_timesteps={T}]")
-    k = T // num_ddim_timesteps
-    return np.arange(1, num_ddim_timesteps + 1, dtype=np.int64) * k - 1
+    return ref._origin_grid(cfg, num_ddim_timesteps, 1.0, None)
 
 
 @contextlib.contextmanager

@@ -10,55 +10,20 @@ and compares, on the same inputs:
 - every ``step`` of a whole multistep run (``denoised`` and ``prev_sample``, shape and dtype too); each step's
   inputs are the implementation's own previous output, and the noise z the implementation draws is captured (a
   patch of ``torch.randn`` & co. records it; if nothing is drawn, the same generator state is replayed with
-  diffusers' ``randn_tensor``), so the reference steps with the same z;
+  ``randn_tensor``'s draw: ``lcm_ref.noise.step_noise``), so the reference steps with the same z;
 - ``add_noise`` and ``get_velocity``.
 
 Floats are compared in the scaled error of DESIGN §6, ``|impl − ref| / (eps(D)·Σ|terms|)``
-(``ref.scaled_error``, ``ref.step_terms``), against a budget derived below from the dtype D and the float32 tables
+(``ref.scaled_error``, ``ref.step_terms``), against a budget derived from the dtype D and the float32 tables
 that diffusers' interface stores. A value over budget raises ``OracleMismatch`` naming the config, the step, the
 timestep, the worst element, got / want, the scaled error and a reproduction to paste; success returns a
 ``Report`` (print it for a table). Command line: ``lcm-ref check module:attr``.
 
-The budget (``table_error_bound``, ``step_bound``, ``forward_bound``), derived to first order in the unit roundoff
-u(D) = eps(D)/2 with γ(n) = n·u/(1 − n·u) for n roundings (Higham, ch. 3):
+The budget (``table_error_bound``, ``step_bound``, ``forward_bound``) is derived in ``lcm_ref.budget``, operation
+by operation, from the dtype D and the float32 tables diffusers' interface stores: the same derivation the tests
+use to compare diffusers with the reference.
 
-1. *Arithmetic in D.* x0_pred takes 3 roundings (epsilon: q·m, x − ·, ÷√ᾱ; v: two products and a difference);
-   clip adds 1 (the range rounded to D), thresholding 3 (÷s, and the float32 up/down cast of half inputs);
-   denoised = c_out·x0 + c_skip·x adds 3; prev = c·denoised + d·z adds 3. Each is at most γ(n)·Σ|terms|.
-2. *Tables.* diffusers builds β, 1 − β, ᾱ = cumprod in float32 and keeps them in float32 whatever the sample
-   dtype (a float64 sample still meets float32-rounded ᾱ and, for tensor timesteps, float32 c_skip / c_out: DESIGN
-   §3). So every implementation is allowed float32 tables: u_T = 2⁻²⁴. The relative error of ᾱ_t is at most
-
-       E(t) = Σ_{i≤t} (e_β,i/(1 − β_i) + 2·u_T) + u_T
-
-   with e_β,i the absolute error of the float32 β_i: u_T·β_i for trained betas and squaredcos_cap_v2 (a float64
-   formula rounded once; its own float64 error, < 8·2⁻⁵³ absolute, is added), 6·u_T·β_max for ``linear`` (endpoints
-   rounded, step (e − s)/(T − 1) rounded twice, s + i·step rounded twice: torch.linspace), 13·u_T·β_max for
-   ``scaled_linear`` (the same on √β, then squared: 2·√β_i·6u_T·√β_max + u_T·β_i). Each factor 1 − β_i is rounded
-   once (u_T) and each product once (u_T, float accumulation as on CUDA; the CPU kernel accumulates in double and
-   rounds each output once, which the final + u_T covers). This is the (t+1)·eps32 growth DESIGN §6 names.
-   Zero-SNR (Lin et al. 2023, Alg. 1 in float32) is bounded by ``_zero_snr_bound``: the shared prefix of the
-   cumprod error cancels in √ᾱ_t − √ᾱ_{T−1}, only the tail Σ_{t<i<T} and the individual roundings are amplified
-   by √ᾱ_{T−1}/(√ᾱ_t − √ᾱ_{T−1}); the ratios ᾱ'_t/ᾱ'_{t−1} telescope in the second cumprod, which adds 3 roundings
-   per factor plus u_T·β'/α' for the 1 − (1 − α') round trip.
-3. *Coefficients* (relative errors; u_c = u_T, plus u(D) when D is coarser than float32 and the float32
-   coefficient is rounded once more to D):
-   √ᾱ: E/2 + u_c;  √(1 − ᾱ): (E·ᾱ/(1 − ᾱ) + u_c)/2 + u_c (1 − ᾱ cancels when ᾱ → 1: the amplification ᾱ/(1 − ᾱ));
-   c_skip, c_out: 7·u_c (from a 0-d int64 timestep tensor, in float32: u = t·fl(s) 2, u² 2·2 + 1 = 5, r = u² + σ²
-   6, c_skip = σ²/r 7; √r 3 + 1 = 4, c_out = u/√r 2 + 4 + 1 = 7); epsilon's x0 coefficients: 1/√ᾱ → ρ(√ᾱ),
-   √(1 − ᾱ)/√ᾱ → ρ(√(1 − ᾱ)) + ρ(√ᾱ); v: ρ(√ᾱ), ρ(√(1 − ᾱ)). Each term of the formula may carry its
-   coefficient's error: the budget is Σ_k |term_k|·ρ_k + γ(n)·Σ_k |term_k|, per element.
-4. *Non-linear steps.* Clipping is 1-Lipschitz, so it passes the x0 bound through. Thresholding: the quantile s
-   moves by at most the row's largest x0 error, plus the interpolation position ratio·(N−1) rounded in D (≤ N·u·
-   max|x0|) and the lerp (3 roundings); clamp(x0, −s, s)/s then errs by at most (δx0 + δs)/s.
-5. *prev* inherits c·(denoised bound) and adds c·Σ|denoised terms|·ρ(√ᾱ_prev) + d·|z|·ρ(√(1 − ᾱ_prev)).
-6. *Underflow.* A rounding in D may also lose up to η(D), half the smallest subnormal (2⁻²⁵ in float16, where
-   c_skip·x at t ≈ 259 flushes to 0): each result adds η(D) per rounding on its path (10 for denoised, 3 more for
-   prev, 3 for the forward functions), and a float32 coefficient c cast to a coarser D gains η(D)/|c| relative
-   (ᾱ[T−1] = 3e-8 of a cosine schedule is subnormal in float16). Negligible in float32 and float64.
-
-Every bound is first order; second-order terms are below u_T·E ≤ 2⁻²⁴·1.3e-4 relative, far inside the slack of
-the worst-case sums. The bound is worst case: diffusers' largest error/budget ratio in a default check is about
+The bound is worst case: diffusers' largest error/budget ratio in a default check is about
 0.3 (``Report`` prints it), while every mutant in ``lcm_ref.mutants`` exceeds it (``tests/test_mutants.py``).
 ``tests/test_oracle.py`` checks E(t) itself against diffusers' float32 tables (ratio ≤ 0.15).
 
@@ -71,9 +36,7 @@ at the step using the bad timestep (zero-SNR T−1 under epsilon) is accepted: e
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib
-import math
 import pprint
 from typing import Callable, Optional
 
@@ -84,9 +47,10 @@ from hypothesis import strategies as st
 
 from . import reference as ref
 from . import strategies as lst
-from .config import LCMConfig
 from .errors import LCMRefError, StrictError
+from .budget import U_TABLE, _f64, _torch_dtype, _u, forward_bound, step_bound, table_error_bound
 from .errors import quiet as _quiet
+from .noise import NoiseTap, step_noise
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES", "PARTS", "U_TABLE", "OracleMismatch", "Report", "Case", "NoiseTap",
@@ -99,271 +63,6 @@ __all__ = [
 DEFAULT_MAX_EXAMPLES = 150
 #: what check() compares; the conformance suite runs them one by one
 PARTS = ("timesteps", "step", "add_noise", "get_velocity")
-#: unit roundoff of the float32 tables diffusers' interface stores (see the module docstring, point 2)
-U_TABLE = 2.0 ** -24
-_EPS64 = 2.0 ** -52
-
-
-def _u(dtype) -> float:
-    return torch.finfo(_torch_dtype(dtype)).eps / 2
-
-
-def _eta(dtype) -> float:
-    """η(D): half the smallest subnormal of D, the absolute error a rounding may add on underflow."""
-    fi = torch.finfo(_torch_dtype(dtype))
-    return fi.smallest_normal * fi.eps / 2
-
-
-def _cast(c, dtype):
-    """η(D)/|c|: the relative error of casting a float32 coefficient c to a D coarser than float32 beyond u(D),
-    from underflow (0 for c = 0, which casts exactly, and for D at least as fine as float32)."""
-    if _u(dtype) <= U_TABLE:
-        return 0.0 if np.ndim(c) == 0 else np.zeros(np.shape(c))
-    c = np.abs(np.asarray(c, dtype=np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(c > 0, _eta(dtype) / c, 0.0)
-    return float(out) if out.ndim == 0 else out
-
-
-def _coefficient_roundoff(u):
-    """u_c: a float32 coefficient used in dtype D is rounded once more only if D is coarser than float32."""
-    return U_TABLE + (u if u > U_TABLE else 0.0)
-
-
-def _gamma(n, u):
-    """γ(n) = n·u/(1 − n·u): the relative error bound of n roundings of unit roundoff u (Higham, Lemma 3.1)."""
-    return n * u / (1 - n * u)
-
-
-def _torch_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    d = getattr(torch, str(dtype).replace("torch.", ""), None)
-    if not isinstance(d, torch.dtype) or not d.is_floating_point:
-        raise LCMRefError("dtype", dtype, "a floating torch dtype: float32, float64, float16 or bfloat16")
-    return d
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Budget
-# ---------------------------------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=64)
-def table_error_bound(cfg: LCMConfig) -> np.ndarray:
-    """E(t): a first-order bound on the relative error of ᾱ_t as diffusers builds it in float32 (docstring, 2)."""
-    u = U_TABLE
-    base = cfg.replace(rescale_betas_zero_snr=False)
-    beta = np.asarray(ref.betas(base))
-    if cfg.trained_betas is not None or cfg.beta_schedule not in ("linear", "scaled_linear"):
-        e_beta = u * beta + 8 * 2.0 ** -53
-    else:
-        lo, hi = cfg.beta_start, cfg.beta_end
-        e_beta = np.full_like(beta, (6 if cfg.beta_schedule == "linear" else 13) * u * max(abs(lo), abs(hi)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho_alpha = np.where(beta < 1, e_beta / (1 - beta), 0.0)   # β = 1: 1 − β = 0 exactly, ᾱ = 0 from there
-    eta = rho_alpha + 2 * u                                       # rounding of 1 − β and of the product
-    E = np.cumsum(eta) + u                                        # + the individual rounding of each entry
-    if cfg.rescale_betas_zero_snr:
-        E = _zero_snr_bound(cfg, base, eta, E)
-    E = E / (1 - np.minimum(E, 0.5))                              # close the first-order bound (γ-style)
-    E.setflags(write=False)
-    return E
-
-
-def _zero_snr_bound(cfg, base, eta, E0):
-    """E(t) after diffusers' float32 ``rescale_zero_terminal_snr`` (docstring, 2), from the pre-rescale bound E0.
-
-    r_t = √ᾱ_t (computed: relative E0/2 + u), D_t = r_t − r_{T−1}: the prefix Σ_{i≤t} η_i is common to both and
-    scales D_t; the rest (the tail Σ_{t<i<T} η_i, the individual rounding of A_t and A_{T−1}, two square roots)
-    is absolute and divided by D_t. g = r_0/(r_0 − r_{T−1}); ᾱ'_t = (D_t·g)²; α'_t = ᾱ'_t/ᾱ'_{t−1}; β' = 1 − α';
-    α'' = 1 − β'; ᾱ'' = cumprod(α''): the ratios telescope, leaving ᾱ'_t's error plus, per factor, the division,
-    the round trip (u + u·β'/α') and the product."""
-    u = U_TABLE
-    r = np.sqrt(np.asarray(ref.alphas_cumprod(base)))
-    rT = r[-1]
-    tail = np.cumsum(eta[::-1])[::-1] - eta        # Σ_{t<i≤T−1} η_i
-    D = r - rT
-    with np.errstate(divide="ignore", invalid="ignore"):
-        relD = E0 / 2 + (r * u + rT * (tail / 2 + 2 * u)) / D + u
-        relg = E0[0] / 2 + u + relD[0] + u
-        rel_abar = 2 * (relD + relg + u) + u
-        abar = np.asarray(ref.alphas_cumprod(cfg))
-        a = np.concatenate([abar[:1], abar[1:] / abar[:-1]])
-        nu = np.where(a > 0, 2 * u + u * np.abs(1 - a) / a, 0.0)
-        nu[1:] += u                                # the division ᾱ'_t/ᾱ'_{t−1}
-        E = rel_abar + np.cumsum(nu + u) + u
-    E[-1] = 0.0                                    # ᾱ'[T−1] = 0 exactly: D_{T−1} = r − r = 0, then 0/·, 1 − 1
-    return E
-
-
-def _sqrt_errors(abar, E, u_c):
-    """Relative error bounds of √ᾱ and √(1 − ᾱ) from ᾱ's relative error E (docstring, 3); ᾱ = 1 exactly (the
-    final_alpha_cumprod of set_alpha_to_one) has d = 0 and no error."""
-    abar, E = np.asarray(abar, dtype=np.float64), np.asarray(E, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho_sa = E / 2 + u_c
-        rho_s1a = np.where(abar < 1, (E * abar / (1 - abar) + u_c) / 2 + u_c, 0.0)
-    return rho_sa, rho_s1a
-
-
-def _table_entry(cfg, t):
-    """(ᾱ_t, E(t)) with diffusers' indexing (negative t wraps: quirk 2)."""
-    return float(ref.alphas_cumprod(cfg)[t]), float(table_error_bound(cfg)[t])
-
-
-def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, schedule, step_index,
-               num_inference_steps=None, dtype=torch.float32):
-    """(bound_denoised, bound_prev): per element, the largest |impl − ref| the budget admits for one ``step`` in
-    dtype ``dtype`` (docstring, 1–5). Absolute values, float64 arrays shaped like ``sample``."""
-    u = _u(dtype)
-    u_c = _coefficient_roundoff(u)
-    sched = np.asarray(schedule, dtype=np.int64)
-    m, x = _f64(model_output), _f64(sample)
-    z = None if noise is None else _f64(noise)
-    t = int(timestep)
-    n = len(sched) if num_inference_steps is None else num_inference_steps
-    terms = ref.step_terms(cfg, m, t, x, schedule=sched, noise=noise, step_index=step_index,
-                           num_inference_steps=n)
-    c_skip, c_out = ref.boundary_scalings(cfg, t)
-    p, q = ref.x0_coefficients(cfg, t)
-    abar, E = _table_entry(cfg, t)
-    rho_sa, rho_s1a = _sqrt_errors(abar, E, u_c)
-    rho_sa, rho_s1a = rho_sa + _cast(math.sqrt(abar), dtype), rho_s1a + _cast(math.sqrt(1 - abar), dtype)
-    rho_skip, rho_out = 7 * u_c + _cast(c_skip, dtype), 7 * u_c + _cast(c_out, dtype)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if cfg.prediction_type == "sample":
-            A, B, rho_p, rho_q = np.zeros_like(m), np.abs(m), 0.0, 0.0
-        else:
-            A, B = np.abs(p * x), np.abs(q * m)
-            rho_p, rho_q = (rho_sa, rho_sa + rho_s1a) if cfg.prediction_type == "epsilon" else (rho_sa, rho_s1a)
-        n_x0 = 0 if cfg.prediction_type == "sample" else 3
-        err_x0 = A * rho_p + B * rho_q + _gamma(n_x0 + (1 if cfg.clip_sample else 0), u) * (A + B)
-        if cfg.thresholding:
-            x0 = m if cfg.prediction_type == "sample" else p * x + q * m
-            s = ref._threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[1]
-            rows = x0.reshape(x0.shape[0], -1)
-            axes = tuple(range(1, x0.ndim))
-            N = rows.shape[1]
-            err_s = (np.max(err_x0, axis=axes, keepdims=True)
-                     + _gamma(N + 3, u) * np.max(A + B, axis=axes, keepdims=True) + u * s)
-            err_x0 = (err_x0 + err_s) / s + _gamma(3, u) * (A + B) / s
-            A, B = A / s, B / s
-        bound_den = (abs(c_out) * (err_x0 + rho_out * (A + B)) + c_skip * np.abs(x) * rho_skip
-                     + _gamma(3, u) * terms.denoised + 10 * _eta(dtype))
-        if step_index == n - 1 or z is None:
-            return _finite_or_inf(bound_den), _finite_or_inf(bound_den)
-        t_prev = int(sched[step_index + 1]) if step_index + 1 < len(sched) else t
-        c, d = ref.noise_coefficients(cfg, t_prev)
-        if t_prev >= 0:
-            abar_p, E_p = _table_entry(cfg, t_prev)
-        else:
-            abar_p = ref.final_alpha_cumprod(cfg)
-            E_p = 0.0 if cfg.set_alpha_to_one else float(table_error_bound(cfg)[0])
-        rho_c, rho_d = _sqrt_errors(abar_p, E_p, u_c)
-        rho_c, rho_d = rho_c + _cast(c, dtype), rho_d + _cast(d, dtype)
-        bound_prev = (c * bound_den + c * terms.denoised * rho_c + d * np.abs(z) * rho_d
-                      + _gamma(3, u) * terms.prev_sample + 3 * _eta(dtype))
-    return _finite_or_inf(bound_den), _finite_or_inf(bound_prev)
-
-
-def forward_bound(cfg: LCMConfig, a, b, timesteps, *, dtype=torch.float32):
-    """(terms, bound) for √ᾱ_t·a + √(1−ᾱ_t)·b (``add_noise``: a = x0, b = noise) or √ᾱ_t·a − √(1−ᾱ_t)·b
-    (``get_velocity``: a = noise, b = sample). diffusers casts ᾱ to D first: E + u(D) + η(D)/ᾱ."""
-    u = _u(dtype)
-    u_c = _coefficient_roundoff(u)
-    a, b = _f64(a), _f64(b)
-    ts = np.asarray(timesteps, dtype=np.int64).reshape(-1)
-    shape = (-1,) + (1,) * max(a.ndim - 1, 0)
-    c = np.asarray(ref.sqrt_alphas_cumprod(cfg))[ts].reshape(shape)
-    d = np.asarray(ref.sqrt_one_minus_alphas_cumprod(cfg))[ts].reshape(shape)
-    abar = np.asarray(ref.alphas_cumprod(cfg))[ts].reshape(shape)
-    E = np.asarray(table_error_bound(cfg))[ts].reshape(shape) + u
-    with np.errstate(divide="ignore", invalid="ignore"):
-        E = E + np.where(abar > 0, _eta(dtype) / abar, 0.0)
-    rho_sa, rho_s1a = _sqrt_errors(abar, E, u_c)
-    rho_sa, rho_s1a = rho_sa + _cast(c, dtype), rho_s1a + _cast(d, dtype)
-    terms = c * np.abs(a) + d * np.abs(b)
-    return terms, c * np.abs(a) * rho_sa + d * np.abs(b) * rho_s1a + _gamma(3, u) * terms + 3 * _eta(dtype)
-
-
-def _finite_or_inf(bound):
-    """A NaN bound (inf·0 where ᾱ = 0 makes a coefficient infinite: quirk 3) admits anything finite-vs-finite;
-    such elements are compared by equality of their non-finite values."""
-    return np.where(np.isnan(bound), np.inf, bound)
-
-
-def _f64(x):
-    if hasattr(x, "detach"):
-        return x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Noise capture
-# ---------------------------------------------------------------------------------------------------------------
-
-class NoiseTap:
-    """Within ``with NoiseTap() as tap:``, records every tensor that ``torch.randn``, ``torch.randn_like``,
-    ``torch.normal`` and ``Tensor.normal_`` return (``tap.draws``). With ``inject=tensor``, a draw with as many
-    elements is replaced by that tensor (cast to the draw's dtype and device), after the generator has advanced
-    as usual. Not thread-safe: it patches torch for the duration of the block."""
-
-    _TARGETS = ((torch, "randn"), (torch, "randn_like"), (torch, "normal"), (torch.Tensor, "normal_"))
-
-    def __init__(self, inject: Optional[torch.Tensor] = None):
-        self.inject, self.draws, self._saved = inject, [], []
-
-    def _swap(self, out):
-        if self.inject is not None and out.numel() == self.inject.numel():
-            return self.inject.detach().to(dtype=out.dtype, device=out.device).reshape(out.shape)
-        return out
-
-    def __enter__(self):
-        for owner, name in self._TARGETS:
-            orig = getattr(owner, name)
-            self._saved.append((owner, name, orig, name in vars(owner)))
-            if name == "normal_":
-                def wrapper(tensor, *a, _orig=orig, **k):
-                    out = _orig(tensor, *a, **k)
-                    new = self._swap(out)
-                    if new is not out:
-                        with torch.no_grad():
-                            out.copy_(new)
-                    self.draws.append(out.detach().clone())
-                    return out
-            else:
-                def wrapper(*a, _orig=orig, **k):
-                    out = self._swap(_orig(*a, **k))
-                    self.draws.append(out.detach())
-                    return out
-            setattr(owner, name, wrapper)
-        return self
-
-    def __exit__(self, *exc):
-        for owner, name, orig, own in reversed(self._saved):
-            if own:
-                setattr(owner, name, orig)
-            else:
-                delattr(owner, name)
-        self._saved = []
-        return False
-
-    def noise_like(self, sample: torch.Tensor) -> Optional[torch.Tensor]:
-        """The draw that is the step's z: the last draw with as many elements as ``sample``, or the last draws
-        that together have that many (one generator per batch element, concatenated along dim 0); else None."""
-        n = sample.numel()
-        for d in reversed(self.draws):
-            if d.numel() == n:
-                return d.reshape(sample.shape)
-        total, parts = 0, []
-        for d in reversed(self.draws):
-            parts.insert(0, d)
-            total += d.numel()
-            if total == n:
-                return torch.cat([p.reshape((-1,) + tuple(sample.shape[1:])) for p in parts]).reshape(sample.shape)
-            if total > n:
-                break
-        return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -770,8 +469,6 @@ def _strict_error_later(ctx, want):
 
 
 def _run_steps(ctx, sched, want):
-    from diffusers.utils.torch_utils import randn_tensor
-
     req, cfg, case, device = ctx.case.request, ctx.cfg, ctx.case, ctx.device
     ts, n_eff = want.timesteps, want.num_inference_steps
     start = int(req.get("start") or 0)
@@ -788,14 +485,9 @@ def _run_steps(ctx, sched, want):
         t = int(ts[pos])
         t_impl = sched.timesteps[pos] if req.get("timestep_as", "tensor") == "tensor" else t
         m = case.model_output.make(device, seed_offset=start + k)
-        state = gen.get_state()
-        with NoiseTap() as tap:
+        with step_noise(x, gen) as tap:
             out, g_exc = _call(lambda: sched.step(m, t_impl, x, generator=gen))
-        z = tap.noise_like(x)
-        if z is None:
-            replay_gen = torch.Generator(device=device)
-            replay_gen.set_state(state)
-            z = randn_tensor(tuple(x.shape), generator=replay_gen, device=x.device, dtype=x.dtype)
+        z = tap.z
         # step_index None: the reference finds it from the timestep as diffusers' first call does
         r, w_exc = _call(lambda: ref.step(cfg, m, t, x, schedule=ts, noise=z, step_index=idx,
                                           num_inference_steps=n_eff, profile=ctx.profile))

@@ -104,8 +104,8 @@ def show(text: str):
 
 
 def save_csv(rows, path, columns=None) -> None:
-    """Write ``rows`` (dicts) as CSV, atomically (temporary file, then ``os.replace``). Floats in repr precision;
-    lists joined by spaces. Returns None (so that a notebook cell ending with it prints nothing)."""
+    """Write ``rows`` (dicts) as CSV, atomically (temporary file, then ``os.replace``). Floats (NumPy's too) in
+    repr precision; lists joined by spaces. Returns None (so that a notebook cell ending with it prints nothing)."""
     rows = list(rows)
     path = Path(path)
     columns = list(columns or (rows[0].keys() if rows else []))
@@ -114,7 +114,7 @@ def save_csv(rows, path, columns=None) -> None:
     w.writerow(columns)
     for r in rows:
         w.writerow([" ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else ("" if v is None else
-                    repr(v) if isinstance(v, float) else v) for v in (r.get(c) for c in columns)])
+                    repr(float(v)) if isinstance(v, float) else v) for v in (r.get(c) for c in columns)])
     _write_atomic(path, buf.getvalue().encode())
 
 

@@ -469,9 +469,11 @@ def ddim_sample(cfg: LCMConfig, model_fn, x_T, num_inference_steps: int, *, time
 
     ``timesteps=None``: its own grid for ``spacing`` (default the config's ``timestep_spacing``, with
     ``steps_offset``); note that DDIMScheduler steps from t to t − T//n, which is the next grid point only when n
-    divides T (trailing, n = 3: 999 → 666 → 333, though the grid's last point is 332). ``timesteps`` given (e.g. LCM's): DDIMScheduler cannot take a custom grid (its step goes to
-    t − T//n), so each step runs its own arithmetic with ``final_alpha_cumprod`` set to ᾱ of the next timestep
-    (1.0 after the last): ``set_timesteps(1)`` makes every previous timestep negative, so the step reads it there."""
+    divides T (trailing, n = 3: 999 → 666 → 333, though the grid's last point is 332).
+
+    ``timesteps`` given (e.g. LCM's): DDIMScheduler cannot take a custom grid, so each step runs its own arithmetic
+    with ``final_alpha_cumprod`` set to ᾱ of the next timestep (1.0 after the last): ``set_timesteps(1)`` makes
+    every previous timestep negative, so the step reads it there."""
     import torch
     from diffusers import DDIMScheduler
     sch = DDIMScheduler(clip_sample=False, set_alpha_to_one=True, **_baseline_kwargs(cfg, spacing))

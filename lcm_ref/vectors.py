@@ -704,7 +704,7 @@ def _check_timesteps(path, cfg, g, factory, dtype, quirks, profile, fails):
 
 
 def _check_tables(path, cfg, g, factory, dtype, quirks, profile, fails):
-    from .oracle import U_TABLE, table_error_bound
+    from .budget import U_TABLE, table_error_bound
 
     sched = None
     if factory is not None:
@@ -736,7 +736,8 @@ def _check_tables(path, cfg, g, factory, dtype, quirks, profile, fails):
 
 
 def _check_steps(path, cfg, g, factory, dtype, quirks, profile, fails):
-    from .oracle import NoiseTap, step_bound
+    from .budget import step_bound
+    from .noise import NoiseTap
 
     shape, sched_ts, n = tuple(g["shape"]), np.array(g["schedule"], dtype=np.int64), g["num_inference_steps"]
     req = _decode_request(g["request"])
@@ -789,7 +790,7 @@ def _compare(path, tc, name, got, want, bound, fails):
 
 
 def _check_forward(path, cfg, g, factory, dtype, quirks, profile, fails):
-    from .oracle import forward_bound
+    from .budget import forward_bound
 
     shape = tuple(g["shape"])
     sched = None

@@ -1,13 +1,13 @@
 """Runs diffusers' LCMScheduler and lcm_ref.reference side by side on the same inputs and the same noise, and measures
-diffusers against the reference in units of the derived float32 budget (tests/diffusers_f32_budget.py)."""
+diffusers against the reference in units of the derived float32 budget (lcm_ref.budget)."""
 
 import diffusers
 import numpy as np
 import torch
 
+import lcm_ref.budget as f32
 import lcm_ref.reference as ref
-
-import diffusers_f32_budget as f32
+from lcm_ref.noise import step_with_noise
 
 SHAPE = (2, 3, 4, 4)
 SCHED = [999, 759, 499, 259, 139, 19]          # on the orig = 50 grid (k = 20), down to where c_skip matters
@@ -42,9 +42,8 @@ def compare_with_diffusers(cfg, schedule=SCHED, strength=1.0, seed=0, ref_cfg=No
 
 def diffusers_step(d, m, t, x, gseed):
     """One diffusers step on float32 arrays with a fresh generator; returns (output, the noise it drew)."""
-    out = d.step(torch.from_numpy(m), t, torch.from_numpy(x), generator=torch.Generator().manual_seed(gseed))
-    z = torch.randn(m.shape, generator=torch.Generator().manual_seed(gseed), dtype=torch.float32).numpy()
-    return out, z
+    out, z = step_with_noise(d, torch.from_numpy(m), t, torch.from_numpy(x), gseed)
+    return out, z.numpy()
 
 
 def step_ratio(cfg, out, m, t, x, z, *, schedule, step_index, num_inference_steps=None, ref_cfg=None):
@@ -53,18 +52,24 @@ def step_ratio(cfg, out, m, t, x, z, *, schedule, step_index, num_inference_step
     kw = dict(schedule=schedule, noise=z, step_index=step_index, num_inference_steps=n)
     want = ref.step(ref_cfg or cfg, m, t, x, **kw)
     terms = ref.step_terms(cfg, m, t, x, **kw)
-    k_prev, k_den = f32.step_bound(cfg, m, t, x, schedule=schedule, step_index=step_index, num_inference_steps=n)
+    bound_den, bound_prev = f32.step_bound(cfg, m, t, x, z, schedule=schedule, step_index=step_index,
+                                           num_inference_steps=n)
+    k_prev, k_den = f32.scaled_step_bound(cfg, m, t, x, schedule=schedule, step_index=step_index,
+                                          num_inference_steps=n)
     i = step_index
     t_prev = None if i == n - 1 else int(schedule[i + 1]) if i + 1 < len(schedule) else t
     worst = 0.0
-    for got, w, tm, k, tp in ((out.prev_sample, want.prev_sample, terms.prev_sample, k_prev, t_prev),
-                              (out.denoised, want.denoised, terms.denoised, k_den, None)):
+    for got, w, tm, b, k, tp in ((out.prev_sample, want.prev_sample, terms.prev_sample, bound_prev, k_prev, t_prev),
+                                 (out.denoised, want.denoised, terms.denoised, bound_den, k_den, None)):
         got = got.numpy()
         assert got.shape == w.shape, (got.shape, w.shape)
         if not np.all(np.isfinite(tm)):      # ᾱ = 0 with epsilon (quirk 3): see _zero_snr_end
             worst = max(worst, _zero_snr_end(cfg, got, w, t, x, z, tp, k))
             continue
-        worst = max(worst, _worst(ref.scaled_error(got, w, tm, "float32") / k))
+        # scaled error / scaled budget = |got − want| / bound (the bound: lcm_ref.budget.step_bound, absolute)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(got == w, 0.0, np.abs(got.astype(np.float64) - w) / b)
+        worst = max(worst, _worst(ratio))
     return worst
 
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from packaging.version import Version
 
+import lcm_ref.budget as f32
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig
+from lcm_ref.exact import make_cfg
 
-import diffusers_f32_budget as f32
 from diffusers_harness import SHAPE, compare_with_diffusers, diffusers_step, inputs, step_ratio
-from mp_exact import make_cfg
 
 VERSION = Version(diffusers.__version__)
 

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+import lcm_ref.budget as f32
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, LCMRefError
+from lcm_ref.exact import exact_step, make_cfg
+from lcm_ref.exact import scaled_error as exact_scaled_error
 
-import diffusers_f32_budget as f32
 from diffusers_harness import SCHED, SHAPE, compare_with_diffusers, diffusers_step, inputs, step_ratio
-from mp_exact import MP, exact_tables, make_cfg
 
 SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "trained_betas")
 PREDICTIONS = ("epsilon", "sample", "v_prediction")
@@ -78,55 +79,6 @@ def test_begin_index_matches_diffusers():
 
 # --- against an exact step in mpmath -------------------------------------------------------------------------------
 
-def _mp_quantile(values, ratio):
-    """Linear-interpolation quantile of exact values at rank ratio·(n − 1) (torch.quantile's definition)."""
-    v = sorted(values)
-    pos = MP.mpf(ratio) * (len(v) - 1)
-    lo = int(MP.floor(pos))
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (pos - lo) * (v[hi] - v[lo])
-
-
-def exact_step(cfg, m, t, x, z, t_prev, last):
-    """(prev, denoised, x0) exactly (60 digits) as nested lists of mpf, from the float64 inputs taken exactly."""
-    tab = exact_tables(cfg)
-    sa, sb = tab["sqrt_alphas_cumprod"][t], tab["sqrt_one_minus_alphas_cumprod"][t]
-    u = MP.mpf(t) * MP.mpf(cfg.timestep_scaling)
-    c_skip, c_out = 1 / (1 + 4 * u * u), 2 * u / MP.sqrt(1 + 4 * u * u)
-    mf, xf = [MP.mpf(v) for v in m.ravel()], [MP.mpf(v) for v in x.ravel()]
-    if cfg.prediction_type == "epsilon":
-        x0 = [(xi - sb * mi) / sa for xi, mi in zip(xf, mf)]
-    elif cfg.prediction_type == "v_prediction":
-        x0 = [sa * xi - sb * mi for xi, mi in zip(xf, mf)]
-    else:
-        x0 = mf
-    if cfg.thresholding:
-        per = len(x0) // m.shape[0]
-        out = []
-        for b in range(m.shape[0]):
-            row = x0[b * per:(b + 1) * per]
-            s = min(max(_mp_quantile([abs(v) for v in row], cfg.dynamic_thresholding_ratio), 1),
-                    MP.mpf(cfg.sample_max_value))
-            out += [min(max(v, -s), s) / s for v in row]
-        x0 = out
-    elif cfg.clip_sample:
-        r = MP.mpf(cfg.clip_sample_range)
-        x0 = [min(max(v, -r), r) for v in x0]
-    den = [c_out * v + c_skip * xi for v, xi in zip(x0, xf)]
-    if last:
-        return den, den
-    ap = tab["alphas_cumprod"][t_prev] if t_prev >= 0 else (MP.mpf(1) if cfg.set_alpha_to_one else
-                                                             tab["alphas_cumprod"][0])
-    prev = [MP.sqrt(ap) * v + MP.sqrt(1 - ap) * MP.mpf(zi) for v, zi in zip(den, z.ravel())]
-    return prev, den
-
-
-def _scaled_mp_error(got, exact, terms):
-    """|got − exact| / (eps64·terms), the difference taken in mpmath (no rounding of the exact value)."""
-    return np.array([float(abs(MP.mpf(g) - e) / (MP.mpf(2) ** -52 * MP.mpf(tm)))
-                     for g, e, tm in zip(got.ravel(), exact, terms.ravel())])
-
-
 def reference_bound(cfg, m, t, x):
     """The reference's first-order error in scaled eps64 (reference.py docstring), as (prev, denoised):
     fused affine path 3 / 1.5; clip 3.5 / 3; thresholding 4 + 2e_s / 3.5 + 2e_s, where e_s is the threshold divisor's
@@ -167,7 +119,7 @@ def test_step_within_four_scaled_eps64_of_mpmath(schedule, prediction, mode, zer
             k_prev, k_den = reference_bound(cfg, m, t, x)
             for g, e, tm, k in ((got.prev_sample, e_prev, terms.prev_sample, k_prev),
                                 (got.denoised, e_den, terms.denoised, k_den)):
-                ratio = _scaled_mp_error(g, e, tm).reshape(g.shape) / k
+                ratio = exact_scaled_error(g, e, tm).reshape(g.shape) / k
                 worst = max(worst, float(ratio.max()))
     assert worst <= 1.0, f"{worst:.3g} × the derived bound"
 
@@ -181,8 +133,8 @@ def test_mpmath_comparison_catches_a_one_ulp_coefficient_error():
     bad = (a + 8 * np.spacing(a)) * x + b * m
     exact = exact_step(cfg, m, 259, x, None, -1, True)[1]
     terms = ref.step_terms(cfg, m, 259, x, schedule=[259]).denoised
-    assert _scaled_mp_error(bad, exact, terms).max() > 1.5
-    assert _scaled_mp_error(ref.step(cfg, m, 259, x, schedule=[259]).denoised, exact, terms).max() <= 1.5
+    assert exact_scaled_error(bad, exact, terms).max() > 1.5
+    assert exact_scaled_error(ref.step(cfg, m, 259, x, schedule=[259]).denoised, exact, terms).max() <= 1.5
 
 
 # --- properties --------------------------------------------------------------------------------------------------
@@ -336,7 +288,7 @@ def test_sample_is_chained_step():
 @pytest.mark.parametrize("zero_snr", (False, True))
 def test_add_noise_and_velocity_match_diffusers(schedule, zero_snr):
     """add_noise and get_velocity against diffusers (float32, one timestep per batch element), within the float32
-    budget: √ᾱ and √(1−ᾱ) as in the step (diffusers_f32_budget.coefficient_errors), two products and a sum."""
+    budget: √ᾱ and √(1−ᾱ) as in the step (lcm_ref.budget.coefficient_errors), two products and a sum."""
     cfg = make_cfg(schedule, 1000, zero_snr)
     d = diffusers.LCMScheduler(**cfg.to_dict())
     rng = np.random.default_rng(51)

@@ -1,7 +1,7 @@
 """Tables of lcm_ref.reference against an independent 60-digit mpmath computation (≤ 1 ulp), and against diffusers'
-float32 tables within the float32 error model of tests/diffusers_f32_budget.py.
+float32 tables within the float32 error model of lcm_ref.budget.
 
-The exact tables (tests/mp_exact.py) take a different code path from reference.py on purpose.
+The exact tables (lcm_ref/exact.py) take a different code path from reference.py on purpose.
 """
 
 import diffusers
@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+import lcm_ref.budget as f32
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig
+from lcm_ref.exact import SCHEDULES, exact_boundary, exact_tables, make_cfg
 
-import diffusers_f32_budget as f32
-from mp_exact import MP, SCHEDULES, TS, exact_tables, make_cfg
+
+TS = (1000, 999, 37, 2)
 
 
 def _key(values):
@@ -102,9 +104,7 @@ SCALINGS_T = (0, 1, 2, 19, 259, 499, 999, -1, -999)
 def test_boundary_scalings_within_one_ulp(scaling):
     """c_skip = 1/(1 + 4u²) and c_out = 2u/√(1 + 4u²), u = t·timestep_scaling, ≤ 1 ulp, int and array timesteps."""
     cfg = LCMConfig(timestep_scaling=scaling)
-    u = [MP.mpf(t) * MP.mpf(scaling) for t in SCALINGS_T]
-    c_skip = [1 / (1 + 4 * v * v) for v in u]
-    c_out = [2 * v / MP.sqrt(1 + 4 * v * v) for v in u]
+    c_skip, c_out = zip(*(exact_boundary(t, scaling) for t in SCALINGS_T))
     got_skip, got_out = ref.boundary_scalings(cfg, np.array(SCALINGS_T))
     assert_within_ulps("c_skip", got_skip, c_skip)
     assert_within_ulps("c_out", got_out, c_out)
@@ -146,7 +146,7 @@ def test_diffusers_lcm_tables_within_float32_budget(schedule, T, zero_snr):
     cfg = make_cfg(schedule, T, zero_snr)
     sched = _diffusers_lcm(cfg)
     abar = np.array(ref.alphas_cumprod(cfg))
-    _check_f32("alphas_cumprod", sched.alphas_cumprod, abar, f32.alphas_cumprod_rel_err(cfg))
+    _check_f32("alphas_cumprod", sched.alphas_cumprod, abar, f32.table_error_bound(cfg))
     if not zero_snr:
         _check_f32("betas", sched.betas, np.array(ref.betas(cfg)), f32.betas_rel_err(cfg))
     else:
@@ -156,7 +156,7 @@ def test_diffusers_lcm_tables_within_float32_budget(schedule, T, zero_snr):
 def test_float32_budget_is_tight_enough_to_catch_mutants():
     """The budget fails an ᾱ table shifted by one timestep and a float16 ᾱ table (so passing it means something)."""
     cfg = make_cfg("scaled_linear", 1000)
-    abar, bound = np.array(ref.alphas_cumprod(cfg)), f32.alphas_cumprod_rel_err(cfg)
+    abar, bound = np.array(ref.alphas_cumprod(cfg)), f32.table_error_bound(cfg)
     table = _diffusers_lcm(cfg).alphas_cumprod
     for mutant in (torch.cat([table[1:], table[-1:]]), table.half().float()):
         with pytest.raises(AssertionError, match="outside the float32 budget"):
@@ -167,7 +167,7 @@ def test_float32_budget_is_the_design_rule_to_first_order():
     """DESIGN §6: for the default config the budget is (t + 1)·eps32 relative, to within the betas' 4 % share."""
     cfg = LCMConfig()
     t = np.arange(1000)
-    ratio = f32.alphas_cumprod_rel_err(cfg) / ((t + 1) * f32.EPS32)
+    ratio = f32.table_error_bound(cfg) / ((t + 1) * f32.EPS32)
     assert ratio.min() >= 1.0 and ratio.max() <= 1.04
 
 
@@ -193,7 +193,7 @@ def _other_scheduler(schedule, T):
 def test_alpha_bar_betas_match_diffusers_within_one_float32_ulp(schedule, T):
     """betas_for_alpha_bar schedules: diffusers' float32 betas are within one float32 ulp of the exact β.
 
-    Budget: diffusers evaluates β in float64 (error ≤ F64_ALPHA_BAR·β, see diffusers_f32_budget) and rounds once to
+    Budget: diffusers evaluates β in float64 (error ≤ F64_ALPHA_BAR·β, see lcm_ref.budget) and rounds once to
     float32; rounding a value that close to β lands on one of β's two float32 neighbours, ≤ 1 float32 ulp away."""
     cfg = make_cfg(schedule, T)
     got = _other_scheduler(schedule, T).betas.double().numpy()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
@@ -78,13 +79,14 @@ def test_outputs_become_markdown_and_png(tmp_path):
 
 
 def test_csv_round_trip(tmp_path):
-    """save_csv writes floats in repr precision (read back bit for bit) and lists space-joined; md_table renders
-    None as — and escapes pipes."""
-    rows = [{"a": 0.1 + 0.2, "b": [1, 2], "c": None, "d": "x|y"}]
+    """save_csv writes floats (NumPy's too, whose repr is "np.float64(…)") in repr precision (read back bit for bit)
+    and lists space-joined; md_table renders None as — and escapes pipes."""
+    rows = [{"a": 0.1 + 0.2, "b": [1, 2], "c": None, "d": "x|y", "e": np.float64(0.1) + 0.2}]
     path = tmp_path / "sub" / "t.csv"
     report.save_csv(rows, path)
     back = report.read_csv(path)
     assert back[0]["a"] == 0.1 + 0.2 and back[0]["b"] == "1 2" and back[0]["c"] == ""
+    assert back[0]["e"] == 0.1 + 0.2
     table = report.md_table(rows)
     assert "| [1, 2] | — | x\\|y |" in table
     assert list(tmp_path.joinpath("sub").iterdir()) == [path]          # no temporary file left behind
@@ -272,8 +274,8 @@ def test_measure_step_measures_error():
 
 
 def test_reference_agrees_with_independent_mpmath():
-    """The reference's step outputs are within DESIGN §6's 4 scaled eps64 of the independent 50-digit mp_step, and
-    its ᾱ table within 1 ulp of mp_alphas_cumprod (which a naive float64 cumprod is not)."""
+    """The reference's step outputs are within DESIGN §6's 4 scaled eps64 of the independent 60-digit
+    lcm_ref.exact.exact_step, and its ᾱ table within 1 ulp of exact_tables (which a naive float64 cumprod is not)."""
     from lcm_ref import LCMConfig, accuracy as A
     rows = A.reference_vs_mpmath(every=16, shape=(1, 2, 3, 3))
     assert max(max(r["scaled_denoised"], r["scaled_prev"]) for r in rows) <= 4
