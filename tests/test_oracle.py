@@ -196,3 +196,23 @@ def test_conformance_suite_catches_a_mutant_and_honours_xfail():
                      "--lcm-dtype=float64")
     assert "3 passed" in r.stdout and "1 failed" in r.stdout and "1 xfailed" in r.stdout, r.stdout + r.stderr
     assert "test_vectors[float64]" in r.stdout
+
+
+def test_step_noise_captures_the_draw_and_replays_it_when_the_step_draws_none():
+    """lcm_ref.noise.step_noise: on a step that draws, z is the draw itself; on the last step (no draw) it is what
+    diffusers' randn_tensor would have drawn from the generator's state on entry, not None and not a later draw."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from lcm_ref.noise import step_noise
+
+    sched = diffusers.LCMScheduler()
+    sched.set_timesteps(2)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    m = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    for t in sched.timesteps:        # step 0 draws z; step 1 is the last and draws nothing
+        want = randn_tensor(m.shape, generator=torch.Generator().manual_seed(7), dtype=m.dtype)
+        g = torch.Generator().manual_seed(7)
+        with step_noise(m, g) as tap:
+            out = sched.step(m, t, x, generator=g)
+        assert torch.equal(tap.z, want)
+        x = out.prev_sample
