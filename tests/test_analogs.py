@@ -11,6 +11,8 @@ import lcm_ref.reference as ref
 from lcm_ref import LCMRefError
 from lcm_ref import analogs as an
 
+EPS64 = np.finfo(np.float64).eps
+
 COLUMNS = {
     "table1_analog.csv": ["method", "steps", "fd", "w2"],
     "skipping_step.csv": ["skipping_step", "iteration", "fd", "w2", "paired_rms", "paired_median"],
@@ -75,10 +77,16 @@ def test_timestep_scaling_error_falls_as_one_over_s_squared(results):
             # contributes ≲ 1e-11 relative to Φ, i.e. ≤ 1e-3 of the error at s = 100 (≈ 1e-10·|x|).
             assert err[s] / err[10 * s] == pytest.approx(100, rel=2e-3), (n, s)
         # saturation: at s = 1e-3, u = t_last·s is 1.0 (1 step) or 0.26 (4 steps), comparable to σ_data = 0.5, so
-        # c_skip = σ²/(u² + σ²) falls short of the 1/s² extrapolation σ²/u² by u²/(u² + σ²) = 0.8 resp. 0.21
-        assert err[1e-3] < 1e6 * err[1.0]
+        # c_skip = σ²/(u² + σ²) is only u²/(u² + σ²) = 0.8 resp. 0.21 of the 1/s² extrapolation σ²/u², a shortfall
+        # of 0.2 resp. 0.79 (saturation). The error is not linear in c_skip once c_skip = O(1), so only the direction
+        # and the size are claimed: at least half the predicted shortfall, well outside the 2e-3 to which the 1/s²
+        # law holds above (a mutant whose error kept the 1/s² law would sit at ratio 1 ± 2e-3). Measured: 0.78, 0.24.
+        u = t_last * 1e-3
+        shortfall = 1 - u * u / (u * u + 0.25)
+        assert err[1e-3] / (1e6 * err[1.0]) < 1 - 0.5 * shortfall, (n, err[1e-3] / (1e6 * err[1.0]))
         c_skip = {r["timestep_scaling"]: r["c_skip_last"] for r in rows if r["steps"] == n}
-        assert c_skip[1.0] == pytest.approx(0.25 / (t_last ** 2 + 0.25), rel=1e-15)
+        # σ²/(u² + σ²) with u = t·1.0 exact: a square, a sum and a division on each side, 6 roundings of u = eps/2
+        assert c_skip[1.0] == pytest.approx(0.25 / (t_last ** 2 + 0.25), rel=3 * EPS64)
 
 
 def test_spacing_lcm_grid_equals_trailing_when_t_divides(results):
@@ -108,10 +116,15 @@ def test_skipping_step_records_each_k_along_training(results):
 
 
 def test_guidance_rows_cover_omegas_and_steps(results):
-    """guidance.csv has one row per (ω, steps) with an accuracy in [0, 1] and a finite FD."""
+    """guidance.csv has one row per (ω, steps) with an accuracy in [0, 1] and a finite FD, and for every ω more
+    steps (1 → 2 → 4) bring the student's samples closer to the class conditionals. (Fast mode trains 150
+    iterations: ω barely moves the numbers there, so the Fig. 4 trend in ω is shown only by the full run.)"""
     rows = results[1]["guidance.csv"]
     assert {(r["omega"], r["steps"]) for r in rows} == {(w, n) for w in (0.0, 0.5, 1.0, 2.0, 3.0) for n in an.STEPS}
     assert all(0 <= r["accuracy"] <= 1 and math.isfinite(r["fd"]) for r in rows)
+    fd = {(r["omega"], r["steps"]): r["fd"] for r in rows}
+    for w in (0.0, 0.5, 1.0, 2.0, 3.0):
+        assert fd[w, 4] < fd[w, 2] < fd[w, 1], (w, fd[w, 1], fd[w, 2], fd[w, 4])    # measured 0.73 < 0.88 < 1.4
 
 
 def test_endpoint_boundary_differs_from_data_by_s0(results):
@@ -119,7 +132,11 @@ def test_endpoint_boundary_differs_from_data_by_s0(results):
     rows = {r["end"]: r for r in results[1]["endpoint.csv"]}
     assert rows["data"]["s_end"] == 0 and rows["data"]["mean_abs_diff"] == 0
     s0 = rows["boundary"]["s_end"]
-    assert s0 == pytest.approx(0.029167, rel=1e-4)
+    # s_0 = √((1−ᾱ_0)/ᾱ_0) = √(β_0/(1−β_0)), β_0 = β_start = 0.00085 (scaled_linear squares √β_start back): the
+    # reference's ᾱ_0 is within 1 ulp, and each side takes ≤ 4 more roundings (1−β, a division, a √, halving the
+    # relative error of the ratio): ≤ 8u = 4·eps64 together
+    beta0 = an.ANALOG_CFG.beta_start
+    assert s0 == pytest.approx(math.sqrt(beta0 / (1 - beta0)), rel=4 * EPS64)
     # y(s_0) − y(0) ≈ (√(λ + s_0²) − √λ)·(…) ≤ s_0 per unit-variance coordinate, plus (1 − √ᾱ_0)|y| ≈ 4e-4|y|
     assert 0 < rows["boundary"]["mean_abs_diff"] < s0
 

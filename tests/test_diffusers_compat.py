@@ -115,6 +115,12 @@ def test_add_noise_and_velocity():
     s = ref.sqrt_one_minus_alphas_cumprod(cfg)[ts][:, None, None]
     got = d.add_noise(torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(ts))
     assert np.all(ref.scaled_error(got, ref.add_noise(cfg, x0, eps, ts), c * abs(x0) + s * abs(eps), "float32") <= k)
+    # negative controls, each timestep on its own: the neighbouring timestep's ᾱ, and the result rounded to float16
+    # (2⁻¹¹ relative ≈ 4096 eps32 ≫ k ≤ 591), exceed the budget
+    for bad in (d.add_noise(torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(ts + [1, 1, 1, -1])),
+                got.half()):
+        err = ref.scaled_error(bad, ref.add_noise(cfg, x0, eps, ts), c * abs(x0) + s * abs(eps), "float32")
+        assert np.all((err > k).any(axis=(1, 2)))
     got = d.get_velocity(torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(ts))
     assert np.all(ref.scaled_error(got, ref.get_velocity(cfg, x0, eps, ts), c * abs(eps) + s * abs(x0),
                                    "float32") <= k)

@@ -33,8 +33,10 @@ def test_vectors_kill_mutant(name):
 
 
 def test_kill_table_formats_every_mutant():
-    """The kill table (python -m lcm_ref.mutants) has one row per mutant and the kill rate."""
-    rows = [(name, True, "denoised", "example 1", 0.0) for name in mutants.MUTANTS]
+    """The kill table (python -m lcm_ref.mutants) has one row per mutant and the kill rate, and shows a survivor."""
+    names = list(mutants.MUTANTS)
+    rows = [(name, name != names[0], "denoised", "example 1", 0.0) for name in names]    # the first survives
     text = mutants.format_table(rows)
-    assert f"kill rate: {len(rows)}/{len(rows)}" in text
-    assert all(f"| {name} |" in text for name in mutants.MUTANTS)
+    assert f"kill rate: {len(rows) - 1}/{len(rows)}" in text
+    assert all(f"| {name} |" in text for name in names)
+    assert text.count("**NO**") == 1 and f"| {names[0]} |" in text.split("**NO**")[0].splitlines()[-1]

@@ -193,7 +193,13 @@ def test_every_notebook_executes_into_a_page(fast_reports):
         assert links, f"{name}: no figure"
         for link in links:
             assert (out / link).read_bytes()[:8] == PNG_MAGIC
-    assert len(list((out / "data").glob("*.csv"))) >= 10
+    # every CSV a notebook's code names is written, except the GPU ones (*cuda*: made only where CUDA is)
+    written = {p.name for p in (out / "data").glob("*.csv")}
+    for name in report.ORDER:
+        source = "\n".join(c.source for c in nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells)
+        named = set(re.findall(r"[\w-]+\.csv", source))
+        assert named, f"{name}: names no CSV"
+        assert {n for n in named if "cuda" not in n} <= written, (name, sorted(named - written))
     assert not list(out.parent.glob(".reports-*"))
 
 

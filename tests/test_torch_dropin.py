@@ -196,13 +196,29 @@ def test_add_noise_broadcasts_one_timestep_like_diffusers():
     theirs, ours = _pair(LCMConfig())
     g = torch.Generator().manual_seed(0)
     x0, z = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    cfg = LCMConfig()
     for ts in (torch.tensor([499]), torch.tensor([999, 0, 500])):
         got, want = ours.add_noise(x0, z, ts), theirs.add_noise(x0, z, ts)
         assert got.shape == want.shape == x0.shape
+        # diffusers' budget, first order, in units of eps32: its float32 ᾱ_t has relative error ≤ (t+1) (DESIGN §6),
+        # so √ᾱ is off by ≤ ((t+1)/2 + 0.5)·√ᾱ and √(1−ᾱ) by ≤ (t+1)·ᾱ/(2√(1−ᾱ)) + 0.5 (absolute); for the
+        # timesteps used here (0, 499, 500, 999) both are ≤ t_max + 1 (the largest, 250 at t = 499 / 17 at t = 0,
+        # is far below). Each side's own arithmetic (a product and an addcmul: 3u) adds ≤ 1.5·(|x0| + |z|), so 3 for
+        # both: (t_max + 4)·eps32·(max|x0| + max|z|).
         tmax = int(ts.max())
-        assert torch.allclose(got, want, rtol=0, atol=(tmax + 4) * 2.0 ** -23 * float(x0.abs().max() + z.abs().max()))
-        assert torch.allclose(ours.get_velocity(x0, z, ts), theirs.get_velocity(x0, z, ts), rtol=0,
-                              atol=(tmax + 4) * 2.0 ** -23 * float(x0.abs().max() + z.abs().max()))
+        atol = (tmax + 4) * 2.0 ** -23 * float(x0.abs().max() + z.abs().max())
+        assert torch.allclose(got, want, rtol=0, atol=atol)
+        vel = ours.get_velocity(x0, z, ts)
+        assert torch.allclose(vel, theirs.get_velocity(x0, z, ts), rtol=0, atol=atol)
+        # the reference, bound 1.5 derived in tests/test_torch_impl.py (two terms, rounded √ coefficient, a product
+        # and a sum: 3u)
+        xd, zd, tn = x0.double().numpy(), z.double().numpy(), ts.numpy()
+        c = ref.sqrt_alphas_cumprod(cfg)[tn].reshape(-1, 1, 1, 1)
+        d = ref.sqrt_one_minus_alphas_cumprod(cfg)[tn].reshape(-1, 1, 1, 1)
+        check_scaled(got, ref.add_noise(cfg, xd, zd, tn), c * np.abs(xd) + d * np.abs(zd), torch.float32, 1.5,
+                     f"add_noise at {ts.tolist()}")
+        check_scaled(vel, ref.get_velocity(cfg, xd, zd, tn), c * np.abs(zd) + d * np.abs(xd), torch.float32, 1.5,
+                     f"get_velocity at {ts.tolist()}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

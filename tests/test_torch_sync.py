@@ -108,33 +108,49 @@ class SyncingLCM(TorchLCM):
         return out._replace(prev_sample=out.prev_sample * torch.tensor([1.0]).to(sample.device))
 
 
+#: What each check must report for each mutant: the aten op HostReads records on CPU, and on the meta device either
+#: the error a value read raises or the foreign tensor HostReads records.
+EXPECTED = {"item": ("aten._local_scalar_dense.default", "cannot be called on meta tensors"),
+            "branch": ("aten._local_scalar_dense.default", "cannot be called on meta tensors"),
+            "host_tensor": ("aten.lift_fresh.default", "got a tensor on cpu")}
+
+
 @pytest.mark.parametrize("kind", ["item", "branch", "host_tensor"])
 def test_checks_catch_a_syncing_step(kind):
-    """Each mutant is caught by HostReads on CPU and by the meta run; the fullgraph trace catches the branch but
-    not '.item()' used as a number (why the dispatch-level check exists)."""
+    """Each mutant is caught by HostReads on CPU and by the meta run, each for its own reason; the fullgraph trace
+    catches the branch but not '.item()' used as a number (why the dispatch-level check exists)."""
+    on_cpu, on_meta = EXPECTED[kind]
     for device in ("cpu", "meta"):
         eng = SyncingLCM(LCMConfig(), device=device)
         eng.kind = kind
         eng.set_timesteps(4)
+        # Inputs are built before entering the mode: torch.tensor(...) inside it would itself record lift_fresh and
+        # make every mutant look caught.
         x = torch.randn(2, 4, 4, 4, device=device)
-        caught = False
-        try:
-            with HostReads(device) as mode:
-                eng.step(x, None, x, x, step_index=torch.tensor([0, 1], device=device))
-            caught = bool(mode.found)
-        except (RuntimeError, NotImplementedError):     # the meta device refuses to read a value
-            caught = True
-        assert caught, (kind, device)
+        idx = torch.tensor([0, 1], device=device)
+        with HostReads(device) as clean:                     # control: the same call on the real step is clean
+            TorchLCM.step(eng, x, None, x, x, step_index=idx)
+        assert not clean.found, (kind, device, clean.found)
+        if device == "meta" and kind != "host_tensor":       # the meta device refuses to read a value
+            with pytest.raises(RuntimeError, match=on_meta), HostReads(device):
+                eng.step(x, None, x, x, step_index=idx)
+            continue
+        with HostReads(device) as mode:
+            eng.step(x, None, x, x, step_index=idx)
+        assert any((on_cpu if device == "cpu" else on_meta) in f for f in mode.found), (kind, device, mode.found)
+    eng = SyncingLCM(LCMConfig())
+    eng.kind = kind
+    eng.set_timesteps(4)
+    idx = torch.tensor([0, 1])
+    torch._dynamo.reset()
+    traced = torch.compile(lambda x: eng.step(x, None, x, x, step_index=idx), fullgraph=True, backend="eager")
     if kind == "branch":
-        eng = SyncingLCM(LCMConfig())
-        eng.kind = kind
-        eng.set_timesteps(4)
-        idx = torch.tensor([0, 1])
-        torch._dynamo.reset()
-        traced = torch.compile(lambda x: eng.step(x, None, x, x, step_index=idx), fullgraph=True, backend="eager")
         with pytest.raises(Exception, match="data-dependent|Data-dependent|graph break"):
             traced(torch.randn(2, 4, 4, 4))
-        torch._dynamo.reset()
+    elif kind == "item":                                     # the module docstring's claim: .item() slips through
+        x = torch.randn(2, 4, 4, 4)
+        assert torch.equal(traced(x).prev_sample, eng.step(x, None, x, x, step_index=idx).prev_sample)
+    torch._dynamo.reset()
 
 
 def test_multistep_loop_traces_with_fullgraph():
