@@ -52,9 +52,9 @@ report-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/lcm-ref bench
 
-# The oracle's kill table: every fault-injected scheduler of lcm_ref.mutants must be caught.
+# The oracle's kill table: every fault-injected scheduler of lcm_ref.oracle.mutants must be caught.
 mutants: $(STAMP)
-	$(BIN)/python -m lcm_ref.mutants
+	$(BIN)/python -m lcm_ref.oracle.mutants
 
 clean:
 	rm -rf $(VENV) $(VENV026) .hypothesis .pytest_cache build *.egg-info

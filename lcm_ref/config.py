@@ -31,7 +31,7 @@ def _is_real(x):
 class LCMConfig:
     """The fields and defaults of ``diffusers.LCMScheduler.__init__``, validated on construction.
 
-    Float fields are taken as the binary64 values Python holds (DESIGN §2). ``trained_betas`` is stored as a tuple
+    Float fields are taken as the binary64 values Python holds (docs/design.md §2). ``trained_betas`` is stored as a tuple
     of floats so that the config is hashable (tables are cached per config).
     """
 

@@ -23,7 +23,7 @@ class ConfigError(LCMRefError):
 
 
 class StrictError(LCMRefError):
-    """Input that diffusers accepts but mishandles, refused by ``profile="strict"`` (DESIGN §2, §3)."""
+    """Input that diffusers accepts but mishandles, refused by ``profile="strict"`` (docs/design.md §3, §6)."""
 
 
 class LCMRefWarning(UserWarning):

@@ -1,13 +1,13 @@
 """Runs diffusers' LCMScheduler and lcm_ref.reference side by side on the same inputs and the same noise, and measures
-diffusers against the reference in units of the derived float32 budget (lcm_ref.budget)."""
+diffusers against the reference in units of the derived float32 budget (lcm_ref.oracle.budget)."""
 
 import diffusers
 import numpy as np
 import torch
 
-import lcm_ref.budget as f32
+import lcm_ref.oracle.budget as f32
 import lcm_ref.reference as ref
-from lcm_ref.noise import step_with_noise
+from lcm_ref.oracle.noise import step_with_noise
 
 SHAPE = (2, 3, 4, 4)
 SCHED = [999, 759, 499, 259, 139, 19]          # on the orig = 50 grid (k = 20), down to where c_skip matters
@@ -66,7 +66,7 @@ def step_ratio(cfg, out, m, t, x, z, *, schedule, step_index, num_inference_step
         if not np.all(np.isfinite(tm)):      # ᾱ = 0 with epsilon (quirk 3): see _zero_snr_end
             worst = max(worst, _zero_snr_end(cfg, got, w, t, x, z, tp, k))
             continue
-        # scaled error / scaled budget = |got − want| / bound (the bound: lcm_ref.budget.step_bound, absolute)
+        # scaled error / scaled budget = |got − want| / bound (the bound: lcm_ref.oracle.budget.step_bound, absolute)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(got == w, 0.0, np.abs(got.astype(np.float64) - w) / b)
         worst = max(worst, _worst(ratio))

@@ -1,4 +1,4 @@
-"""Tests of the paper-figure analogs (lcm_ref.analogs) in fast mode: every CSV is written atomically with its
+"""Tests of the paper-figure analogs (lcm_ref.studies.analogs) in fast mode: every CSV is written atomically with its
 documented columns, and the claims the notebooks show hold in the numbers."""
 
 import csv
@@ -9,7 +9,7 @@ import pytest
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMRefError
-from lcm_ref import analogs as an
+from lcm_ref.studies import analogs as an
 
 EPS64 = np.finfo(np.float64).eps
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from packaging.version import Version
 
-import lcm_ref.budget as f32
+import lcm_ref.oracle.budget as f32
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig
-from lcm_ref.exact import make_cfg
+from lcm_ref.reference.exact import make_cfg
 
 from diffusers_harness import SHAPE, compare_with_diffusers, diffusers_step, inputs, step_ratio
 

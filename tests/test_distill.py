@@ -1,4 +1,4 @@
-"""Tests of latent consistency distillation on the testbed (lcm_ref.distill)."""
+"""Tests of latent consistency distillation on the testbed (lcm_ref.testbed.distill)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, LCMRefError
-from lcm_ref import distill as ds
+from lcm_ref.testbed import distill as ds
 from lcm_ref import testbed as tb
 
 EPS = np.finfo(np.float64).eps

@@ -1,9 +1,13 @@
-"""Fault injection: the oracle and the golden vectors must kill every mutant (lcm_ref.mutants)."""
+"""Fault injection: the oracle and the golden vectors must kill every mutant (lcm_ref.oracle.mutants)."""
 
 import pytest
 import torch
 
-from lcm_ref import mutants, oracle, vectors
+from lcm_ref import oracle
+
+from lcm_ref.oracle import mutants
+
+from lcm_ref.oracle import vectors
 
 
 def test_there_are_at_least_12_mutants_each_documented():
@@ -33,7 +37,7 @@ def test_vectors_kill_mutant(name):
 
 
 def test_kill_table_formats_every_mutant():
-    """The kill table (python -m lcm_ref.mutants) has one row per mutant and the kill rate, and shows a survivor."""
+    """The kill table (python -m lcm_ref.oracle.mutants) has one row per mutant and the kill rate, and shows a survivor."""
     names = list(mutants.MUTANTS)
     rows = [(name, name != names[0], "denoised", "example 1", 0.0) for name in names]    # the first survives
     text = mutants.format_table(rows)

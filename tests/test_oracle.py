@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lcm_ref.reference as ref
-from lcm_ref import LCMConfig, LCMRefError, cli, mutants, oracle
-from lcm_ref import strategies as lst
+from lcm_ref import LCMConfig, LCMRefError, cli, oracle
+from lcm_ref.oracle import mutants
+from lcm_ref.oracle import budget, strategies as lst
+from lcm_ref.oracle.noise import NoiseTap
 from lcm_ref.torch_impl import LCMScheduler as TorchLCMScheduler
 
 EPS32 = 2.0 ** -23
@@ -34,16 +36,16 @@ def test_table_error_bound_covers_diffusers_float32_tables(cfg):
     """E(t), the budget's bound on a float32 ᾱ table, covers diffusers' own table at every t (no false alarm)."""
     got = diffusers.LCMScheduler(**cfg.to_dict()).alphas_cumprod.double().numpy()
     want = np.asarray(ref.alphas_cumprod(cfg))
-    E = oracle.table_error_bound(cfg)
+    E = budget.table_error_bound(cfg)
     err = np.abs(got - want)
     assert np.all(err <= E * want), np.max(err / np.where(want > 0, E * want, 1))
 
 
 def test_table_error_bound_is_the_cumprod_growth_not_more():
-    """E(t) grows like (t+1)·eps32 (DESIGN §6), so the budget stays tight enough to see float16 tables."""
-    from lcm_ref.budget import betas_rel_err
+    """E(t) grows like (t+1)·eps32 (docs/design.md §8), so the budget stays tight enough to see float16 tables."""
+    from lcm_ref.oracle.budget import betas_rel_err
     cfg = LCMConfig()
-    E = oracle.table_error_bound(cfg)
+    E = budget.table_error_bound(cfg)
     t = np.arange(len(E))
     # Per factor α = 1 − β: the store of α and the product, u = eps32/2 each, plus β's own error e_β seen relative
     # to α, e_β·β/(1 − β) ≤ 6·eps32 · 0.012/0.988 = 0.073·eps32 (e_β ≤ 6 eps32: checked here). First order that is
@@ -145,14 +147,14 @@ def test_noise_tap_records_and_injects_and_restores():
 
     randn, normal_ = torch.randn, torch.Tensor.normal_
     x = torch.zeros(2, 3)
-    with oracle.NoiseTap() as tap:
+    with NoiseTap() as tap:
         z = randn_tensor((2, 3), generator=torch.Generator().manual_seed(1), dtype=torch.float32)
     assert torch.equal(tap.noise_like(x), z)
-    with oracle.NoiseTap() as tap:
+    with NoiseTap() as tap:
         z = randn_tensor((2, 3), generator=[torch.Generator().manual_seed(i) for i in range(2)], dtype=torch.float32)
     assert torch.equal(tap.noise_like(x), z)
     given_z = torch.arange(6.0).reshape(2, 3)
-    with oracle.NoiseTap(inject=given_z) as tap:
+    with NoiseTap(inject=given_z) as tap:
         z = torch.randn(2, 3, dtype=torch.float64)
         w = torch.empty(2, 3).normal_()
     assert torch.equal(z, given_z.double()) and torch.equal(w, given_z)
@@ -171,7 +173,7 @@ def test_cli_check(capsys):
     """`lcm-ref check` prints the report and exits 0; a mismatch exits 1; an unknown impl exits 2."""
     assert cli.main(["check", "diffusers:LCMScheduler", "--examples", "5", "--dtype", "float64"]) == 0
     assert "| denoised |" in capsys.readouterr().out
-    assert cli.main(["check", "lcm_ref.mutants:NoCOut", "--examples", "5", "--no-shrink"]) == 1
+    assert cli.main(["check", "lcm_ref.oracle.mutants:NoCOut", "--examples", "5", "--no-shrink"]) == 1
     assert "MISMATCH" in capsys.readouterr().out
     assert cli.main(["check", "no_such_module:X"]) == 2
     assert "impl='no_such_module:X'" in capsys.readouterr().out
@@ -203,18 +205,18 @@ def _conformance(env, *args):
 def test_conformance_suite_catches_a_mutant_and_honours_xfail():
     """`pytest --pyargs lcm_ref.conformance` with LCM_REF_IMPL: a wrong get_velocity fails its test and the
     vectors; LCM_REF_XFAIL marks the listed test xfail; --lcm-* options work through the installed pytest11 plugin."""
-    r = _conformance({"LCM_REF_IMPL": "lcm_ref.mutants:VelocitySign", "LCM_REF_XFAIL": "get_velocity"},
+    r = _conformance({"LCM_REF_IMPL": "lcm_ref.oracle.mutants:VelocitySign", "LCM_REF_XFAIL": "get_velocity"},
                      "--lcm-dtype=float64")
     assert "3 passed" in r.stdout and "1 failed" in r.stdout and "1 xfailed" in r.stdout, r.stdout + r.stderr
     assert "test_vectors[float64]" in r.stdout
 
 
 def test_step_noise_captures_the_draw_and_replays_it_when_the_step_draws_none():
-    """lcm_ref.noise.step_noise: on a step that draws, z is the draw itself; on the last step (no draw) it is what
+    """lcm_ref.oracle.noise.step_noise: on a step that draws, z is the draw itself; on the last step (no draw) it is what
     diffusers' randn_tensor would have drawn from the generator's state on entry, not None and not a later draw."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    from lcm_ref.noise import step_noise
+    from lcm_ref.oracle.noise import step_noise
 
     sched = diffusers.LCMScheduler()
     sched.set_timesteps(2)

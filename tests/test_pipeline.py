@@ -1,6 +1,6 @@
 """The drop-in LCMScheduler inside diffusers' LCM pipelines (text2img at 1/2/4/8 steps and custom timesteps,
 img2img with strength), against the same pipeline with diffusers' own LCMScheduler: tiny random UNet (with
-time_cond_proj_dim) and VAE from lcm_ref.tiny_pipeline, prompt_embeds given, float32 on the CPU.
+time_cond_proj_dim) and VAE from lcm_ref.testbed.tiny_pipeline, prompt_embeds given, float32 on the CPU.
 
 What must hold, and why each budget is what it is:
 - exact: the schedule, the timesteps the UNet is called with, the number of steps, and the generator's state at
@@ -27,7 +27,7 @@ diffusers = pytest.importorskip("diffusers")
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig
-from lcm_ref.tiny_pipeline import init_image, prompt_embeds, tiny_pipeline
+from lcm_ref.testbed.tiny_pipeline import init_image, prompt_embeds, tiny_pipeline
 from lcm_ref.torch_impl import LCMScheduler
 from test_torch_impl import check_scaled
 

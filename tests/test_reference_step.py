@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import lcm_ref.budget as f32
+import lcm_ref.oracle.budget as f32
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, LCMRefError
-from lcm_ref.exact import exact_step, make_cfg
-from lcm_ref.exact import scaled_error as exact_scaled_error
+from lcm_ref.reference.exact import exact_step, make_cfg
+from lcm_ref.reference.exact import scaled_error as exact_scaled_error
 
 from diffusers_harness import SCHED, SHAPE, compare_with_diffusers, diffusers_step, inputs, step_ratio
 
@@ -288,7 +288,7 @@ def test_sample_is_chained_step():
 @pytest.mark.parametrize("zero_snr", (False, True))
 def test_add_noise_and_velocity_match_diffusers(schedule, zero_snr):
     """add_noise and get_velocity against diffusers (float32, one timestep per batch element), within the float32
-    budget: √ᾱ and √(1−ᾱ) as in the step (lcm_ref.budget.coefficient_errors), two products and a sum."""
+    budget: √ᾱ and √(1−ᾱ) as in the step (lcm_ref.oracle.budget.coefficient_errors), two products and a sum."""
     cfg = make_cfg(schedule, 1000, zero_snr)
     d = diffusers.LCMScheduler(**cfg.to_dict())
     rng = np.random.default_rng(51)

@@ -1,4 +1,4 @@
-"""profile="strict": one test per input that diffusers accepts but mishandles (DESIGN §2, §3). Each asserts the
+"""profile="strict": one test per input that diffusers accepts but mishandles (docs/design.md §3, §6). Each asserts the
 StrictError (a ValueError) and that its message names the parameter, and that the default diffusers profile
 reproduces what diffusers does with the same input instead."""
 

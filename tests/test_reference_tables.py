@@ -1,5 +1,5 @@
 """Tables of lcm_ref.reference against an independent 60-digit mpmath computation (≤ 1 ulp), and against diffusers'
-float32 tables within the float32 error model of lcm_ref.budget.
+float32 tables within the float32 error model of lcm_ref.oracle.budget.
 
 The exact tables (lcm_ref/exact.py) take a different code path from reference.py on purpose.
 """
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import lcm_ref.budget as f32
+import lcm_ref.oracle.budget as f32
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig
-from lcm_ref.exact import SCHEDULES, exact_boundary, exact_tables, make_cfg
+from lcm_ref.reference.exact import SCHEDULES, exact_boundary, exact_tables, make_cfg
 
 
 TS = (1000, 999, 37, 2)
@@ -112,7 +112,7 @@ def test_boundary_scalings_within_one_ulp(scaling):
 
 
 def test_boundary_scalings_design_example():
-    """DESIGN §3: at s = 10, t = 19: c_skip ≈ 6.9e-6 and 1 − c_out ≈ 3.5e-6; at t = 0 exactly (1, 0)."""
+    """docs/design.md §4: at s = 10, t = 19: c_skip ≈ 6.9e-6 and 1 − c_out ≈ 3.5e-6; at t = 0 exactly (1, 0)."""
     c_skip, c_out = ref.boundary_scalings(LCMConfig(), 19)
     assert round(c_skip, 7) == 6.9e-6 and round(1 - c_out, 7) == 3.5e-6
     assert ref.boundary_scalings(LCMConfig(), 0) == (1.0, 0.0)
@@ -164,7 +164,7 @@ def test_float32_budget_is_tight_enough_to_catch_mutants():
 
 
 def test_float32_budget_is_the_design_rule_to_first_order():
-    """DESIGN §6: for the default config the budget is (t + 1)·eps32 relative, to within the betas' 4 % share."""
+    """docs/design.md §8: for the default config the budget is (t + 1)·eps32 relative, to within the betas' 4 % share."""
     cfg = LCMConfig()
     t = np.arange(1000)
     ratio = f32.table_error_bound(cfg) / ((t + 1) * f32.EPS32)
@@ -172,7 +172,7 @@ def test_float32_budget_is_the_design_rule_to_first_order():
 
 
 def test_diffusers_cumprod_error_documented_fact():
-    """DESIGN §3: diffusers' default ᾱ has its largest relative error, ≈ 9.3e-7, at t = 513."""
+    """docs/design.md §4: diffusers' default ᾱ has its largest relative error, ≈ 9.3e-7, at t = 513."""
     cfg = LCMConfig()
     abar = np.array(ref.alphas_cumprod(cfg))
     rel = np.abs(_diffusers_lcm(cfg).alphas_cumprod.double().numpy() - abar) / abar
@@ -193,7 +193,7 @@ def _other_scheduler(schedule, T):
 def test_alpha_bar_betas_match_diffusers_within_one_float32_ulp(schedule, T):
     """betas_for_alpha_bar schedules: diffusers' float32 betas are within one float32 ulp of the exact β.
 
-    Budget: diffusers evaluates β in float64 (error ≤ F64_ALPHA_BAR·β, see lcm_ref.budget) and rounds once to
+    Budget: diffusers evaluates β in float64 (error ≤ F64_ALPHA_BAR·β, see lcm_ref.oracle.budget) and rounds once to
     float32; rounding a value that close to β lands on one of β's two float32 neighbours, ≤ 1 float32 ulp away."""
     cfg = make_cfg(schedule, T)
     got = _other_scheduler(schedule, T).betas.double().numpy()

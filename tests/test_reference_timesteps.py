@@ -1,5 +1,5 @@
 """Integer schedules: ref.timesteps / ref.set_timesteps against diffusers' LCMScheduler and ref.spaced_timesteps
-against DDIMScheduler, exactly (DESIGN §3, §4); hand-derived examples, NumPy's near-ties, errors and warnings."""
+against DDIMScheduler, exactly (docs/design.md §4, §7); hand-derived examples, NumPy's near-ties, errors and warnings."""
 
 import logging
 import math
@@ -127,7 +127,7 @@ def test_real_configs_sweep_equal_diffusers():
                                                strength=strength))
 
 
-# --- DESIGN §3 examples, worked out by hand --------------------------------------------------------------------
+# --- docs/design.md §4 examples, worked out by hand --------------------------------------------------------------------
 
 @pytest.mark.parametrize("n,want", [(1, [999]), (2, [999, 499]), (4, [999, 759, 499, 259]),
                                     (8, [999, 879, 759, 639, 499, 379, 259, 139])])

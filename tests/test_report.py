@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from lcm_ref import report
+from lcm_ref.studies import report
 from lcm_ref.errors import LCMRefError
 
 NOTEBOOKS = Path(report.ROOT) / "notebooks"
@@ -204,13 +204,14 @@ def test_every_notebook_executes_into_a_page(fast_reports):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The logic the notebooks show (lcm_ref.behaviour, lcm_ref.accuracy)
+# The logic the notebooks show (lcm_ref.studies.behaviour, lcm_ref.studies.accuracy)
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_other_implementations_selection():
-    """The authors' stride selection and A1111's snapped linspace give DESIGN §3's n = 4 schedules; TCD's grid is
+    """The authors' stride selection and A1111's snapped linspace give docs/design.md §4's n = 4 schedules; TCD's grid is
     diffusers'; the comparison table checks diffusers live against the reference."""
-    from lcm_ref import LCMConfig, behaviour as B
+    from lcm_ref import LCMConfig
+    from lcm_ref.studies import behaviour as B
     cfg = LCMConfig()
     assert B.original_lcm_timesteps(cfg, 4) == [999, 759, 519, 279]
     assert B.a1111_timesteps(cfg, 4) == [999, 679, 339, 19]
@@ -222,7 +223,7 @@ def test_other_implementations_selection():
 def test_inert_parameters_and_the_exception():
     """timestep_spacing / steps_offset / set_alpha_to_one leave every output bit-identical in the demo's runs, and
     set_alpha_to_one does change the output of a custom schedule with a negative timestep."""
-    from lcm_ref import behaviour as B
+    from lcm_ref.studies import behaviour as B
     rows = B.inert_parameters(prediction_types=("epsilon",))
     assert len(rows) == len(B.INERT_PARAMETERS) * len(B.INERT_CALLS)
     assert all(r["bit_identical"] for r in rows)
@@ -233,7 +234,7 @@ def test_inert_parameters_and_the_exception():
 def test_bit_identical_sees_one_ulp():
     """bit_identical compares bits: one float32 ulp apart is different, NaN equals the same NaN."""
     import torch
-    from lcm_ref import behaviour as B
+    from lcm_ref.studies import behaviour as B
     a = torch.tensor([1.0, float("nan")])
     b = a.clone()
     b[0] = torch.nextafter(torch.tensor(1.0), torch.tensor(2.0))
@@ -245,7 +246,7 @@ def test_bit_identical_sees_one_ulp():
 def test_quirk_demos_run_live():
     """Each of the six quirks is demonstrated against the installed diffusers, and the strict profile refuses
     quirks 2-5 with a StrictError (quirk 1: it fixes num_inference_steps instead)."""
-    from lcm_ref import behaviour as B
+    from lcm_ref.studies import behaviour as B
     qs = B.quirks()
     assert [q.number for q in qs] == [1, 2, 3, 4, 5, 6]
     assert "num_inference_steps=2" in qs[0].strict and "prev_sample != denoised" in qs[0].diffusers
@@ -258,7 +259,8 @@ def test_measure_step_measures_error():
     re-noises to the wrong timestep far above the bound."""
     import numpy as np
     import lcm_ref.reference as ref
-    from lcm_ref import LCMConfig, accuracy as A
+    from lcm_ref import LCMConfig
+    from lcm_ref.studies import accuracy as A
 
     def rounded_reference(cfg, schedule, i, x, m, seed):
         z = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32).astype(np.float64)
@@ -280,9 +282,10 @@ def test_measure_step_measures_error():
 
 
 def test_reference_agrees_with_independent_mpmath():
-    """The reference's step outputs are within DESIGN §6's 4 scaled eps64 of the independent 60-digit
-    lcm_ref.exact.exact_step, and its ᾱ table within 1 ulp of exact_tables (which a naive float64 cumprod is not)."""
-    from lcm_ref import LCMConfig, accuracy as A
+    """The reference's step outputs are within docs/design.md §8's 4 scaled eps64 of the independent 60-digit
+    lcm_ref.reference.exact.exact_step, and its ᾱ table within 1 ulp of exact_tables (which a naive float64 cumprod is not)."""
+    from lcm_ref import LCMConfig
+    from lcm_ref.studies import accuracy as A
     rows = A.reference_vs_mpmath(every=16, shape=(1, 2, 3, 3))
     assert max(max(r["scaled_denoised"], r["scaled_prev"]) for r in rows) <= 4
     u = A.table_ulps(LCMConfig())
@@ -292,7 +295,7 @@ def test_reference_agrees_with_independent_mpmath():
 def test_float32_c_out_reaches_one_where_the_closed_form_says():
     """Rounded to float32, c_out is exactly 1 once 1 − c_out ≈ σ²/(2u²) < 2⁻²⁵: for s = 10 from t = 2048/10 → 205
     (√(0.125·2²⁵) = 2048); float64 never reaches 1 on t < 1000 (σ²/(2u²) ≥ 1.25e-9 ≫ 2⁻⁵⁴)."""
-    from lcm_ref import accuracy as A
+    from lcm_ref.studies import accuracy as A
     r = A.first_t_c_out_is_one(10.0)
     assert r["exact_rounded_to_fp32"] == 205 and r["reference_fp64"] is None
     assert r["diffusers_fp32"] is not None and r["diffusers_fp32"] <= 205

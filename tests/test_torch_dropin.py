@@ -1,6 +1,6 @@
 """lcm_ref.torch_impl.LCMScheduler as a drop-in for diffusers.LCMScheduler: same interface and config round trip,
 the same noise draws, the reference's accuracy (bounds derived in tests/test_torch_impl.py), and the strict
-profile's errors where diffusers silently misbehaves (DESIGN §3 quirks).
+profile's errors where diffusers silently misbehaves (docs/design.md §6 quirks).
 
 diffusers' own figures in the same units (float32, max scaled error over an 8-step schedule, 1×4×32×32, measured
 with this file's helper): default config 12.9 (denoised) / 12.9 (prev), v_prediction 11.1 / 11.1, sample 0.93 /
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, StrictError
-from lcm_ref import strategies as lst
+from lcm_ref.oracle import strategies as lst
 from lcm_ref.torch_impl import LCMScheduler, draw_noise
 from test_torch_impl import DTYPES, bounds, check_scaled
 
@@ -67,7 +67,7 @@ def run_scheduler(sched, req, inputs, seed, dtype):
 @given(data=st.data())
 def test_dropin_draws_diffusers_noise_and_matches_reference(dtype, data):
     """With the same seed the drop-in consumes the generator exactly as diffusers (same draws, same steps, same
-    schedule), and every step is within the derived bound of the reference (DESIGN §6)."""
+    schedule), and every step is within the derived bound of the reference (docs/design.md §8)."""
     cfg = data.draw(lst.configs(), label="cfg")
     req = data.draw(lst.schedule_requests(cfg, errors=False, max_steps=4), label="request")
     theirs, ours = _pair(cfg)
@@ -192,7 +192,7 @@ def test_draw_noise_is_randn_tensor():
 
 def test_add_noise_broadcasts_one_timestep_like_diffusers():
     """add_noise with timesteps of shape (1,) over a batch (the img2img call) and get_velocity agree with diffusers
-    to its float32 table accuracy (ᾱ within (t+1)·eps32 relative: DESIGN §6) and with the reference within 1.5."""
+    to its float32 table accuracy (ᾱ within (t+1)·eps32 relative: docs/design.md §8) and with the reference within 1.5."""
     theirs, ours = _pair(LCMConfig())
     g = torch.Generator().manual_seed(0)
     x0, z = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
@@ -200,7 +200,7 @@ def test_add_noise_broadcasts_one_timestep_like_diffusers():
     for ts in (torch.tensor([499]), torch.tensor([999, 0, 500])):
         got, want = ours.add_noise(x0, z, ts), theirs.add_noise(x0, z, ts)
         assert got.shape == want.shape == x0.shape
-        # diffusers' budget, first order, in units of eps32: its float32 ᾱ_t has relative error ≤ (t+1) (DESIGN §6),
+        # diffusers' budget, first order, in units of eps32: its float32 ᾱ_t has relative error ≤ (t+1) (docs/design.md §8),
         # so √ᾱ is off by ≤ ((t+1)/2 + 0.5)·√ᾱ and √(1−ᾱ) by ≤ (t+1)·ᾱ/(2√(1−ᾱ)) + 0.5 (absolute); for the
         # timesteps used here (0, 499, 500, 999) both are ≤ t_max + 1 (the largest, 250 at t = 499 / 17 at t = 0,
         # is far below). Each side's own arithmetic (a product and an addcmul: 3u) adds ≤ 1.5·(|x0| + |z|), so 3 for

@@ -1,4 +1,4 @@
-"""TorchLCM against lcm_ref.reference: the mirrored names, every step's scaled error (DESIGN §6) in every dtype on
+"""TorchLCM against lcm_ref.reference: the mirrored names, every step's scaled error (docs/design.md §8) in every dtype on
 every device present, per-sample timesteps, the forward process, and bad input.
 
 Error bounds. Scaled error = |impl − ref| / (eps(dtype)·Σ|terms|) with Σ|terms| from ``ref.step_terms``; u = eps/2
@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, LCMRefError, StrictError
-from lcm_ref import strategies as lst
+from lcm_ref.oracle import strategies as lst
 from lcm_ref.config import BETA_SCHEDULES
 from lcm_ref.torch_impl import TorchLCM, draw_noise
 

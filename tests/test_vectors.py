@@ -1,4 +1,4 @@
-"""Golden vectors (lcm_ref.vectors, lcm_ref/vectors/*.json)."""
+"""Golden vectors (lcm_ref.oracle.vectors, lcm_ref/vectors/*.json)."""
 
 import json
 import shutil
@@ -7,7 +7,9 @@ import diffusers
 import pytest
 import torch
 
-from lcm_ref import cli, vectors
+from lcm_ref import cli
+
+from lcm_ref.oracle import vectors
 from lcm_ref.torch_impl import LCMScheduler as TorchLCMScheduler
 
 ALL = vectors.FILES + (vectors.SCHEMA,)
@@ -81,7 +83,7 @@ def test_hex_floats_round_trip():
     n = 0
     for name in vectors.FILES:
         for s in _strings(json.loads((vectors.VECTOR_DIR / name).read_text())["testGroups"]):
-            if vectors._HEX.match(s):
+            if vectors.HEX.match(s):
                 n += 1
                 assert float.fromhex(s).hex() == s, s
     assert n > 1000

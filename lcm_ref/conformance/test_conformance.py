@@ -2,7 +2,9 @@
 
 import torch
 
-from lcm_ref import oracle, vectors
+from lcm_ref import oracle
+
+from lcm_ref.oracle import vectors
 
 
 def _check(impl, settings, dtype, parts):

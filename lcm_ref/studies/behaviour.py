@@ -1,5 +1,5 @@
 """What the LCM scheduler does with a given config: schedule tables, the inert parameters and the quirks of diffusers'
-``LCMScheduler`` demonstrated live, and the timesteps other implementations pick (DESIGN §3).
+``LCMScheduler`` demonstrated live, and the timesteps other implementations pick (docs/design.md §13).
 
 The logic behind ``notebooks/scheduler_behaviour.ipynb`` and ``lcm-ref timesteps``. Every number comes from
 ``lcm_ref.reference`` (float64, exact tables) or from the installed diffusers, run here and now; nothing is quoted.
@@ -15,11 +15,11 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import reference as ref
-from .config import LCMConfig
-from .errors import LCMRefError, StrictError
+from .. import reference as ref
+from ..config import LCMConfig
+from ..errors import LCMRefError, StrictError
 
-#: Configs seen in the wild (DESIGN §3). The SD/SDXL LCM carries steps_offset=1, set_alpha_to_one=False and
+#: Configs seen in the wild (docs/design.md §4). The SD/SDXL LCM carries steps_offset=1, set_alpha_to_one=False and
 #: timestep_spacing="leading" from its base model's config; all three are inert for LCM.
 COMMON_CONFIGS = {
     "SD/SDXL LCM (epsilon)": LCMConfig(steps_offset=1, set_alpha_to_one=False, timestep_spacing="leading"),
@@ -295,7 +295,7 @@ def _call_repr(call):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Quirks (DESIGN §3), each demonstrated live against the installed diffusers, beside lcm_ref's strict profile
+# Quirks (docs/design.md §6), each demonstrated live against the installed diffusers, beside lcm_ref's strict profile
 # ---------------------------------------------------------------------------------------------------------------
 
 class Quirk(NamedTuple):
@@ -460,20 +460,20 @@ QUIRKS = (quirk_1, quirk_2, quirk_3, quirk_4, quirk_5, quirk_6)
 
 
 def quirks(seed=0) -> list[Quirk]:
-    """Every quirk of DESIGN §3, demonstrated live."""
+    """Every quirk of docs/design.md §6, demonstrated live."""
     with warnings.catch_warnings(), captured_diffusers_log():
         warnings.simplefilter("ignore")
         return [q(seed) for q in QUIRKS]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Timestep selection of other implementations (DESIGN §3 "Other implementations")
+# Timestep selection of other implementations (docs/design.md §13 "Other implementations")
 # ---------------------------------------------------------------------------------------------------------------
 
 def original_lcm_timesteps(cfg: LCMConfig, n: int, original_inference_steps=None, strength=1.0) -> list[int]:
     """The authors' original scheduler (diffusers community ``latent_consistency_txt2img``): stride selection
     ``origin[::-(L // n)][:n]`` on the same origin grid."""
-    origin = ref._origin_grid(cfg, original_inference_steps or cfg.original_inference_steps, strength, None)
+    origin = ref.origin_grid(cfg, original_inference_steps or cfg.original_inference_steps, strength, None)
     return origin[::-(len(origin) // n)][:n].tolist()
 
 
@@ -494,7 +494,7 @@ def _distilled_log_sigmas(cfg: LCMConfig, orig: int):
     """ComfyUI's ModelSamplingDiscreteDistilled / A1111's LCMCompVisDenoiser: float32 log σ at the orig-point grid
     (k−1, 2k−1, …, T−1), σ = √((1−ᾱ)/ᾱ)."""
     import torch
-    grid = ref._origin_grid(cfg, orig, 1.0, None)
+    grid = ref.origin_grid(cfg, orig, 1.0, None)
     k = cfg.num_train_timesteps // orig
     abar = np.asarray(ref.alphas_cumprod(cfg))[grid]
     return torch.tensor(np.log(np.sqrt((1 - abar) / abar)), dtype=torch.float32), k, grid

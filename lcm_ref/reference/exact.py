@@ -1,6 +1,6 @@
 """An independent high-precision (60-digit mpmath) evaluation of the LCM scheduler: the ground truth the reference is
-checked against, in the style of scipy.special's mpmath tests (DESIGN §6: tables ≤ 1 ulp, step outputs ≤ 4 scaled
-eps64). Used by ``tests/test_reference_tables.py``, ``tests/test_reference_step.py`` and ``lcm_ref.accuracy``.
+checked against, in the style of scipy.special's mpmath tests (docs/design.md §8: tables ≤ 1 ulp, step outputs ≤ 4 scaled
+eps64). Used by ``tests/test_reference_tables.py``, ``tests/test_reference_step.py`` and ``lcm_ref.studies.accuracy``.
 
 It shares no code with ``lcm_ref.reference`` (no tables, no coefficient functions; only ``LCMConfig``) and takes a
 different formulation on purpose, so that a slip in one is not repeated in the other:
@@ -24,7 +24,7 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 
-from .config import LCMConfig
+from ..config import LCMConfig
 
 MP = mpmath.MPContext()
 MP.dps = 60

@@ -1,15 +1,13 @@
-"""The noise z of an LCM step, in one place: how diffusers draws it, how to see what a scheduler drew, and how to
-step diffusers on a known noise.
+"""The noise z of a scheduler's step, as the oracle sees it: what a scheduler drew, and how to step diffusers on a
+known noise (how diffusers draws it is ``lcm_ref.torch_impl.noise.draw_noise``).
 
-- ``draw_noise``: z drawn exactly as diffusers' ``randn_tensor`` draws it (``lcm_ref.torch_impl`` draws its own z
-  with it, tests/test_torch_dropin.py checks it against ``randn_tensor``);
 - ``NoiseTap``: records (and optionally replaces) every tensor torch's normal samplers return inside a block;
 - ``step_noise``: the z one ``step(..., generator=g)`` call drew: the captured draw, or, where the step drew
   nothing (the last step), the draw it would have made from g's state on entry;
 - ``step_with_noise``: one ``step`` with a fresh generator seeded ``seed``, and its z; how the tests and
-  ``lcm_ref.accuracy`` feed diffusers and the reference the same noise.
+  ``lcm_ref.studies.accuracy`` feed diffusers and the reference the same noise.
 
-(``lcm_ref.bench`` replaces diffusers' ``randn_tensor`` instead of tapping it: a timed step must not draw, nor pay
+(``lcm_ref.studies.bench`` replaces diffusers' ``randn_tensor`` instead of tapping it: a timed step must not draw, nor pay
 for the tap's Python wrappers and copies.)
 """
 
@@ -20,32 +18,9 @@ from typing import Optional
 
 import torch
 
-from .errors import LCMRefError
+from ..torch_impl.noise import draw_noise
 
-__all__ = ["draw_noise", "NoiseTap", "step_noise", "step_with_noise"]
-
-
-def draw_noise(shape, generator=None, device=None, dtype=None):
-    """z ~ N(0, I) drawn exactly as ``diffusers.utils.torch_utils.randn_tensor(shape, generator=, device=, dtype=)``
-    draws it: on the generator's device when that is the CPU (then moved), one draw of shape (1, …) per generator
-    when a list of generators is given (one per batch element)."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    if generator is None or (isinstance(generator, torch.Generator) and generator.device.type == device.type):
-        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    if isinstance(generator, (list, tuple)) and len(generator) == 1:
-        generator = generator[0]
-    gens = generator if isinstance(generator, (list, tuple)) else [generator]
-    gen_type = gens[0].device.type if gens[0] is not None else device.type
-    if gen_type != device.type and gen_type != "cpu":
-        raise LCMRefError("generator", f"a {gen_type} generator", f"a cpu or {device.type} generator for {device}")
-    where = torch.device("cpu") if gen_type == "cpu" and device.type != "cpu" else device
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != shape[0]:
-            raise LCMRefError("generator", f"a list of {len(generator)}",
-                              f"one generator per batch element ({shape[0]})")
-        one = (1,) + tuple(shape[1:])
-        return torch.cat([torch.randn(one, generator=g, device=where, dtype=dtype) for g in generator]).to(device)
-    return torch.randn(tuple(shape), generator=generator, device=where, dtype=dtype).to(device)
+__all__ = ["NoiseTap", "step_noise", "step_with_noise"]
 
 
 class NoiseTap:

@@ -4,7 +4,7 @@ the error budget, used by the oracle (``lcm_ref.oracle``) and by the tests that 
 
 Nothing here is fitted to measurements: each bound is the worst case of the operations listed beside it
 (diffusers' code read for facts). Conventions: u(D) = eps(D)/2 is the unit roundoff of dtype D; U = 2⁻²⁴ that of
-float32 (U_TABLE: diffusers' interface keeps its tables in float32 whatever the sample dtype, DESIGN §3, so every
+float32 (U_TABLE: diffusers' interface keeps its tables in float32 whatever the sample dtype, docs/design.md §4, so every
 implementation is allowed float32 tables). "e" or "ρ" is a bound on a relative error. A product of factors with
 relative errors e_i errs by ≤ Π(1 + e_i) − 1 (``compound``, second-order terms included); a square root halves a
 relative error (``sqrt_err``, exact for any size); n roundings give γ(n) = n·u/(1 − n·u) (Higham, Lemma 3.1).
@@ -12,7 +12,7 @@ relative error (``sqrt_err``, exact for any size); n roundings give γ(n) = n·u
 1. *Tables* (``betas_rel_err``, ``table_error_bound``). β is rounded to float32 per schedule (``betas_rel_err``:
    torch.linspace's per-element error for linear / scaled_linear / sigmoid, one rounding of a float64 formula for
    betas_for_alpha_bar and trained betas); each 1 − β is rounded (U), each cumprod product too (U), giving
-   E(t) ≈ (t + 1)·eps32 plus the betas' share (DESIGN §6). Zero-SNR (Lin et al. 2023, Alg. 1 in float32) is bounded
+   E(t) ≈ (t + 1)·eps32 plus the betas' share (docs/design.md §8). Zero-SNR (Lin et al. 2023, Alg. 1 in float32) is bounded
    by ``_zero_snr_bound``: the shared prefix of the cumprod error cancels in √ᾱ_t − √ᾱ_{T−1}, only the tail
    Σ_{t<i<T} and the individual roundings are amplified by √ᾱ_{T−1}/(√ᾱ_t − √ᾱ_{T−1}); the ratios
    ᾱ'_t/ᾱ'_{t−1} telescope in the second cumprod, which adds 3 roundings per factor plus u_T·β'/α' for the
@@ -55,9 +55,10 @@ import math
 import numpy as np
 import torch
 
-from . import reference as ref
-from .config import LCMConfig
-from .errors import LCMRefError
+from .. import reference as ref
+from ..config import LCMConfig
+from ..errors import LCMRefError
+from ..numerics import to_f64, torch_dtype, unit_roundoff
 
 __all__ = ["U", "U_TABLE", "EPS32", "EPS64", "compound", "sqrt_err", "linspace_abs_err", "betas_rel_err",
            "table_error_bound", "coefficient_errors", "step_bound", "scaled_step_bound", "forward_bound"]
@@ -99,22 +100,13 @@ def sqrt_err(e):
     return np.maximum(np.sqrt(1 + e) - 1, 1 - np.sqrt(np.maximum(1 - e, 0.0)))
 
 
-def _torch_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    d = getattr(torch, str(dtype).replace("torch.", ""), None)
-    if not isinstance(d, torch.dtype) or not d.is_floating_point:
-        raise LCMRefError("dtype", dtype, "a floating torch dtype: float32, float64, float16 or bfloat16")
-    return d
-
-
 def _u(dtype) -> float:
-    return torch.finfo(_torch_dtype(dtype)).eps / 2
+    return unit_roundoff(torch_dtype(dtype))
 
 
 def _eta(dtype) -> float:
     """η(D): half the smallest subnormal of D, the absolute error a rounding may add on underflow."""
-    fi = torch.finfo(_torch_dtype(dtype))
+    fi = torch.finfo(torch_dtype(dtype))
     return fi.smallest_normal * fi.eps / 2
 
 
@@ -285,8 +277,8 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
     u = _u(dtype)
     u_c = _coefficient_roundoff(u)
     sched = np.asarray(schedule, dtype=np.int64)
-    m, x = _f64(model_output), _f64(sample)
-    z = None if noise is None else _f64(noise)
+    m, x = to_f64(model_output), to_f64(sample)
+    z = None if noise is None else to_f64(noise)
     t = int(timestep)
     n = len(sched) if num_inference_steps is None else num_inference_steps
     terms = ref.step_terms(cfg, m, t, x, schedule=sched, noise=noise, step_index=step_index,
@@ -307,7 +299,7 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
         err_x0 = A * rho_p + B * rho_q + _gamma(n_x0 + (1 if cfg.clip_sample else 0), u) * (A + B)
         if cfg.thresholding:
             x0 = m if cfg.prediction_type == "sample" else p * x + q * m
-            s = ref._threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[1]
+            s = ref.threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[1]
             rows = x0.reshape(x0.shape[0], -1)
             axes = tuple(range(1, x0.ndim))
             N = rows.shape[1]
@@ -339,7 +331,7 @@ def _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_
     if bound_prev is None:
         return bound_den, bound_den
     bound_prev = _finite_or_inf(bound_prev + REF_OWN * terms.prev_sample)
-    if _torch_dtype(dtype) == torch.float32:
+    if torch_dtype(dtype) == torch.float32:
         k_prev, k_den = scaled_step_bound(cfg, m, t, x, schedule=sched, step_index=step_index,
                                           num_inference_steps=n)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -420,7 +412,7 @@ def forward_bound(cfg: LCMConfig, a, b, timesteps, *, dtype=torch.float32):
     (``get_velocity``: a = noise, b = sample). diffusers casts ᾱ to D first: E + u(D) + η(D)/ᾱ."""
     u = _u(dtype)
     u_c = _coefficient_roundoff(u)
-    a, b = _f64(a), _f64(b)
+    a, b = to_f64(a), to_f64(b)
     ts = np.asarray(timesteps, dtype=np.int64).reshape(-1)
     shape = (-1,) + (1,) * max(a.ndim - 1, 0)
     c = np.asarray(ref.sqrt_alphas_cumprod(cfg))[ts].reshape(shape)
@@ -439,9 +431,3 @@ def _finite_or_inf(bound):
     """A NaN bound (inf·0 where ᾱ = 0 makes a coefficient infinite: quirk 3) admits anything finite-vs-finite;
     such elements are compared by equality of their non-finite values."""
     return np.where(np.isnan(bound), np.inf, bound)
-
-
-def _f64(x):
-    if hasattr(x, "detach"):
-        return x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)

@@ -13,7 +13,7 @@ load hits all of them alike); every claim is a ratio of two times from the same 
   must move: read x, m, z and write prev, denoised; bandwidth measured by a 256 MiB device copy in the same run;
   every step on its own buffers from a ring larger than the L2 cache), eager, ``fused=True`` (one compiled
   kernel) and fused inside a CUDA graph; and the per-step scheduler time of a 4-step loop captured in a CUDA graph.
-- accuracy beside it: max scaled error (DESIGN §6) of TorchLCM and of diffusers, float32, per config.
+- accuracy beside it: max scaled error (docs/design.md §8) of TorchLCM and of diffusers, float32, per config.
 
 Writes ``bench.csv``, ``bench_accuracy.csv`` and ``bench.md`` (``bench_cuda*`` on CUDA) into ``--out`` (default
 ``reports/data``), each through a temporary file and ``os.replace``.
@@ -35,9 +35,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import reference as ref
-from .config import LCMConfig
-from .torch_impl import TorchLCM
+from .. import reference as ref
+from ..config import LCMConfig
+from ..numerics import write_atomic
+from ..torch_impl import TorchLCM
 
 SHAPES = ((1, 4, 64, 64), (1, 4, 128, 128), (4, 4, 128, 128))
 PER_SAMPLE = ((4, 64, 64), (4, 16, 16))
@@ -98,7 +99,7 @@ def measure(fns: dict, device="cpu", repeats=31, min_time=2e-3) -> dict:
 @contextlib.contextmanager
 def _diffusers_noise(given):
     """diffusers' LCMScheduler.step with its randn_tensor swapped for one returning ``given()``. Not
-    ``lcm_ref.noise.NoiseTap(inject=...)``: that lets the step draw, then copies and records, all inside the timing;
+    ``lcm_ref.oracle.noise.NoiseTap(inject=...)``: that lets the step draw, then copies and records, all inside the timing;
     here diffusers, like ours, is timed stepping on a given z."""
     import diffusers.schedulers.scheduling_lcm as lcm_module
     original = lcm_module.randn_tensor
@@ -342,7 +343,7 @@ def loop_rows(device, repeats, fast):
 
 
 def accuracy_rows(device="cpu", shape=(1, 4, 32, 32), steps=8):
-    """Max scaled error (DESIGN §6) of TorchLCM and of diffusers' LCMScheduler, float32, over a ``steps``-step
+    """Max scaled error (docs/design.md §8) of TorchLCM and of diffusers' LCMScheduler, float32, over a ``steps``-step
     schedule on fixed N(0, 1) inputs, both given the same noise."""
     dfs = _diffusers()
     rows = []
@@ -434,19 +435,6 @@ def markdown_table(rows, columns=None) -> str:
     return "\n".join(lines)
 
 
-def _write(path: Path, text: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _csv(rows):
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -458,33 +446,14 @@ def _csv(rows):
 def write_outputs(rows, accuracy, out_dir, device):
     suffix = "_cuda" if torch.device(device).type == "cuda" else ""
     out = Path(out_dir)
-    _write(out / f"bench{suffix}.csv", _csv(rows))
-    _write(out / f"bench{suffix}_accuracy.csv", _csv(accuracy))
+    write_atomic(out / f"bench{suffix}.csv", _csv(rows))
+    write_atomic(out / f"bench{suffix}_accuracy.csv", _csv(accuracy))
     head = rows[0]
     md = [f"# lcm-ref bench ({device})", "",
           f"Device: **{head['device']}**; torch {head['torch_version']}, diffusers {head['diffusers_version']}, "
           f"Python {platform.python_version()}, {platform.platform()}.", "",
           "Times are medians (µs) over interleaved rounds; speedup = diffusers / ours; ratio_to_limit = ours / "
           "limit; roofline_pct = time at the measured copy bandwidth / ours.", "", markdown_table(rows), "",
-          "## Accuracy (max scaled error, DESIGN §6, float32, 8-step schedule)", "", markdown_table(accuracy), ""]
-    _write(out / f"bench{suffix}.md", "\n".join(md))
+          "## Accuracy (max scaled error, docs/design.md §8, float32, 8-step schedule)", "", markdown_table(accuracy), ""]
+    write_atomic(out / f"bench{suffix}.md", "\n".join(md))
     return [out / f"bench{suffix}.csv", out / f"bench{suffix}_accuracy.csv", out / f"bench{suffix}.md"]
-
-
-def configure_parser(parser):
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to run (default cpu)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads during the run (default 1; 0 keeps torch's default)")
-    parser.add_argument("--fast", action="store_true", help="fewer repeats, no compiled variants")
-    parser.add_argument("--out", default="reports/data", help="output folder (default reports/data)")
-
-
-def main(args) -> int:
-    rows = run_benchmarks(args.device, args.fast, progress=True, threads=args.threads or None)
-    accuracy = accuracy_rows(args.device)
-    print(markdown_table(rows))
-    print()
-    print(markdown_table(accuracy))
-    for path in write_outputs(rows, accuracy, args.out, args.device):
-        print(f"wrote {path}")
-    return 0

@@ -1,4 +1,4 @@
-"""How far each implementation of the LCM step is from the exact result, in the scaled units of DESIGN §6.
+"""How far each implementation of the LCM step is from the exact result, in the scaled units of docs/design.md §8.
 
 The logic behind ``notebooks/reference_vs_gpu.ipynb`` and ``notebooks/timestep_scaling.ipynb``:
 
@@ -7,9 +7,9 @@ The logic behind ``notebooks/reference_vs_gpu.ipynb`` and ``notebooks/timestep_s
   ``|impl − ref| / (eps(dtype)·Σ|terms|)`` via ``ref.step_terms`` and ``ref.scaled_error``. Inputs are rounded to
   the implementation's dtype first and the reference gets the same rounded values, so the error measured is the
   step's own; the noise is the one the implementation drew (diffusers draws its own from the generator; it is
-  captured as drawn: ``lcm_ref.noise.step_with_noise``).
+  captured as drawn: ``lcm_ref.oracle.noise.step_with_noise``).
 - ``reference_vs_mpmath`` / ``table_ulps``: the reference against the independent 60-digit evaluation of
-  ``lcm_ref.exact`` (tables in ulps, step outputs in scaled eps64 units).
+  ``lcm_ref.reference.exact`` (tables in ulps, step outputs in scaled eps64 units).
 - ``boundary_table`` / ``scaling_sweep``: the boundary-condition approximation (c_skip → 0, c_out → 1) against
   ``timestep_scaling``, closed form beside measured, and each implementation's error over decades of it.
 """
@@ -22,9 +22,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import exact as E
-from . import reference as ref
-from .config import LCMConfig
+from ..reference import exact as E
+from .. import reference as ref
+from ..config import LCMConfig
+from ..numerics import torch_dtype
 
 SIGMA = ref.SIGMA_DATA
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -34,18 +35,13 @@ BETA_SCHEDULES = ("scaled_linear", "linear", "squaredcos_cap_v2")     # the ones
 # Implementations under test: step(cfg, schedule, i, x, m, seed) -> (prev_sample, denoised, z) as float64 arrays
 # ---------------------------------------------------------------------------------------------------------------
 
-def _torch_dtype(name):
-    import torch
-    return getattr(torch, name)
-
-
 def diffusers_step(cfg: LCMConfig, schedule, i, x, m, seed, *, dtype="float32", device="cpu"):
     """One ``diffusers.LCMScheduler.step`` at ``schedule[i]`` as a pipeline calls it (timestep a tensor element of
     ``scheduler.timesteps``; ``set_begin_index(i)``), with the noise drawn from ``seed``."""
     import torch
     from .behaviour import captured_diffusers_log, diffusers_scheduler
-    from .noise import step_with_noise
-    dt = _torch_dtype(dtype)
+    from ..oracle.noise import step_with_noise
+    dt = torch_dtype(dtype)
     s = diffusers_scheduler(cfg)
     with captured_diffusers_log():
         s.set_timesteps(timesteps=[int(t) for t in schedule], device=device)
@@ -58,9 +54,9 @@ def diffusers_step(cfg: LCMConfig, schedule, i, x, m, seed, *, dtype="float32", 
 def torch_lcm_step(cfg: LCMConfig, schedule, i, x, m, seed, *, dtype="float32", device="cpu"):
     """One step of ``lcm_ref.torch_impl.TorchLCM`` in ``dtype`` with the noise given explicitly."""
     import torch
-    from .noise import draw_noise
-    from .torch_impl import TorchLCM
-    dt = _torch_dtype(dtype)
+    from ..torch_impl.noise import draw_noise
+    from ..torch_impl import TorchLCM
+    dt = torch_dtype(dtype)
     eng = TorchLCM(cfg, device=device, dtype=dt)
     xt, mt = torch.as_tensor(x, device=device).to(dt), torch.as_tensor(m, device=device).to(dt)
     z = draw_noise(xt.shape, torch.Generator(device).manual_seed(seed), device, dt)    # what diffusers draws
@@ -96,13 +92,13 @@ def inputs(shape, seed, dtype):
     exactly the rounded values)."""
     import torch
     rng = np.random.default_rng(seed)
-    x = torch.as_tensor(rng.standard_normal(shape)).to(_torch_dtype(dtype)).double().numpy()
-    m = torch.as_tensor(rng.standard_normal(shape)).to(_torch_dtype(dtype)).double().numpy()
+    x = torch.as_tensor(rng.standard_normal(shape)).to(torch_dtype(dtype)).double().numpy()
+    m = torch.as_tensor(rng.standard_normal(shape)).to(torch_dtype(dtype)).double().numpy()
     return x, m
 
 
 def measure_step(cfg: LCMConfig, impl: Impl, schedule, i, shape, seed) -> dict:
-    """Max scaled error (DESIGN §6) of ``impl``'s denoised and prev_sample at ``schedule[i]``; also the max relative
+    """Max scaled error (docs/design.md §8) of ``impl``'s denoised and prev_sample at ``schedule[i]``; also the max relative
     error (diagnostic only) and how many outputs are non-finite where the reference's are finite."""
     schedule = np.asarray(schedule, dtype=np.int64)
     x, m = inputs(shape, seed + i, impl.dtype)
@@ -161,7 +157,7 @@ def summarize(rows, keys=("impl", "dtype", "prediction_type")) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reference vs mpmath (the independent 60-digit evaluation of lcm_ref.exact)
+# Reference vs mpmath (the independent 60-digit evaluation of lcm_ref.reference.exact)
 # ---------------------------------------------------------------------------------------------------------------
 
 def ulp_error(got, exact_mp) -> np.ndarray:
@@ -172,7 +168,7 @@ def ulp_error(got, exact_mp) -> np.ndarray:
 
 
 def table_ulps(cfg: LCMConfig) -> dict:
-    """ᾱ_t ulp error vs ``lcm_ref.exact`` for ``ref.alphas_cumprod``, a naive float64 ``np.cumprod`` and diffusers'
+    """ᾱ_t ulp error vs ``lcm_ref.reference.exact`` for ``ref.alphas_cumprod``, a naive float64 ``np.cumprod`` and diffusers'
     float32 table (the latter in float32 ulps)."""
     from .behaviour import diffusers_scheduler
     exact = E.exact_tables(cfg)["alphas_cumprod"]
@@ -193,8 +189,8 @@ def table_ulps(cfg: LCMConfig) -> dict:
 
 def reference_vs_mpmath(*, beta_schedules=BETA_SCHEDULES, prediction_types=PREDICTION_TYPES, every=1,
                         shape=(2, 4, 4, 4), seed=0) -> list[dict]:
-    """Max scaled error (eps64 units) of ``ref.step``'s outputs against ``lcm_ref.exact.exact_step`` (the exact value
-    not rounded first), per schedule, prediction type and timestep of the 50-point grid. DESIGN §6 bound: ≤ 4."""
+    """Max scaled error (eps64 units) of ``ref.step``'s outputs against ``lcm_ref.reference.exact.exact_step`` (the exact value
+    not rounded first), per schedule, prediction type and timestep of the 50-point grid. docs/design.md §8 bound: ≤ 4."""
     grid = ref.timesteps(LCMConfig(), 50)
     rows = []
     for bs in beta_schedules:
@@ -220,7 +216,7 @@ def reference_vs_mpmath(*, beta_schedules=BETA_SCHEDULES, prediction_types=PREDI
 # ---------------------------------------------------------------------------------------------------------------
 
 def exact_boundary(t, s) -> tuple[float, float]:
-    """(c_skip, 1 − c_out) at timestep t for timestep_scaling s, exact (``lcm_ref.exact``), rounded once."""
+    """(c_skip, 1 − c_out) at timestep t for timestep_scaling s, exact (``lcm_ref.reference.exact``), rounded once."""
     c_skip, c_out = E.exact_boundary(t, s)
     return float(c_skip), float(1 - c_out)
 

@@ -1,6 +1,6 @@
 """Latent consistency distillation (Luo et al. 2023, Algorithm 1) of a small MLP on the analytic testbed, on CPU.
 
-Per iteration, as the LCM distillation scripts do it (DESIGN §8):
+Per iteration, as the LCM distillation scripts do it (docs/design.md §11):
 
     x_0, c ~ p(x, c);  N = num_ddim_timesteps, k = T // N (the skipping step);  start = j·k − 1, j ~ U{1..N};
     target = max(start − k, 0);  ω ~ U[omega_min, omega_max];  x = √ᾱ_start·x_0 + √(1−ᾱ_start)·ε
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import reference as ref
-from . import testbed as tb
-from .config import LCMConfig
-from .errors import LCMRefError
+from .. import reference as ref
+from .. import testbed as tb
+from ..config import LCMConfig
+from ..errors import LCMRefError
 
 __all__ = ["Student", "DistillResult", "distill", "draw_batch", "consistency_loss", "teacher_step",
            "student_model", "student_consistency", "fused_tables", "ddim_grid"]
@@ -78,11 +78,11 @@ class DistillResult:
 
 def ddim_grid(cfg: LCMConfig, num_ddim_timesteps: int) -> np.ndarray:
     """The distillation grid (1..N)·k − 1 with k = T // N (ascending): LCM's origin grid for
-    original_inference_steps = N (``ref._origin_grid``), the grid the scheduler later selects from."""
+    original_inference_steps = N (``ref.origin_grid``), the grid the scheduler later selects from."""
     T = cfg.num_train_timesteps
     if not (isinstance(num_ddim_timesteps, numbers.Integral) and 1 <= num_ddim_timesteps <= T):
         raise LCMRefError("num_ddim_timesteps", num_ddim_timesteps, f"an integer in [1, num_train_timesteps={T}]")
-    return ref._origin_grid(cfg, num_ddim_timesteps, 1.0, None)
+    return ref.origin_grid(cfg, num_ddim_timesteps, 1.0, None)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Analytic testbed: Gaussian mixtures under LCM's VP forward process, with exact ground truth (DESIGN §8).
+"""Analytic testbed: Gaussian mixtures under LCM's VP forward process, with exact ground truth (docs/design.md §11).
 
 Coordinates. For a config's ᾱ_t the forward process is x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε. In y = x/√ᾱ and
 s = √((1−ᾱ)/ᾱ) it is y = x_0 + s·ε: the data convolved with N(0, s²I). For a Gaussian mixture
@@ -16,9 +16,9 @@ End points of the consistency function (``end=``):
 - ``"data"``: s → 0. The output is the clean-data point the PF-ODE trajectory ends at.
 - ``"boundary"``: LCM's discrete boundary at timestep 0 (s_0 = √((1−ᾱ_0)/ᾱ_0) ≈ 0.029 for the SD schedule). The
   output is x at timestep 0, √ᾱ_0·y(s_0): LCM's boundary condition f(x, 0) = x (c_skip(0) = 1, c_out(0) = 0) and its
-  distillation target t = max(start − k, 0) make this what a distilled student learns (DESIGN §8).
+  distillation target t = max(start − k, 0) make this what a distilled student learns (docs/design.md §11).
 The two differ by s_0² ≈ 8.5e-4 in variance and per point by about (√(λ + s_0²) − √λ)/√λ standard deviations of a
-component with variance λ (≈ 3e-3 on average for the analogs' data); ``lcm_ref.analogs.endpoint`` measures it.
+component with variance λ (≈ 3e-3 on average for the analogs' data); ``lcm_ref.studies.analogs.endpoint`` measures it.
 
 Guidance: with class labels c, ε̃ = (1 + ω)·ε(y; s | c) − ω·ε(y; s) (ω = 0: the class-conditional model; labels None:
 the unconditional one), and the guided PF-ODE is dy/ds = ε̃.
@@ -36,9 +36,9 @@ import numpy as np
 import scipy.integrate
 import scipy.linalg
 
-from . import reference as ref
-from .config import LCMConfig
-from .errors import LCMRefError
+from .. import reference as ref
+from ..config import LCMConfig
+from ..errors import LCMRefError
 
 __all__ = [
     "ENDS", "GaussianMixture", "make_mixture", "vp_coordinates", "end_noise_level",

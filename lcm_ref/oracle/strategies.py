@@ -4,10 +4,10 @@ Every strategy draws a small, JSON-able *spec* (a dict or a ``TensorRecipe``) an
 failing example can be printed as a literal and rebuilt (``build_config``, ``TensorRecipe.make``). Draws inside the
 composites are labelled (``draw(..., label=...)``), so a falsifying example says what each value was for.
 
-Profiles (DESIGN §2): by default (``profile="diffusers"``, ``quirks=False``) every draw is a valid input that
+Profiles (docs/design.md §3): by default (``profile="diffusers"``, ``quirks=False``) every draw is a valid input that
 diffusers' ``LCMScheduler`` handles as intended, so an implementation that refuses diffusers' quirk inputs
 (``lcm_ref.torch_impl``) is compared on common ground; ``errors=True`` adds requests that diffusers itself rejects
-(ValueError). ``quirks=True`` (the default for ``profile="strict"``) adds the inputs of DESIGN §3's quirks 1–5.
+(ValueError). ``quirks=True`` (the default for ``profile="strict"``) adds the inputs of docs/design.md §6's quirks 1–5.
 
     >>> from hypothesis import given
     >>> from lcm_ref import strategies as lst
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from .config import DIFFUSERS_LCM_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, LCMConfig
+from ..config import DIFFUSERS_LCM_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, LCMConfig
 
 __all__ = [
     "SCHEDULES", "DTYPES", "trained_betas", "build_config", "config_specs", "configs", "schedule_requests",
@@ -136,7 +136,7 @@ def config_specs(draw, *, profile: str = "diffusers", quirks: Optional[bool] = N
     orig = draw(st.one_of(st.just(50), st.sampled_from([1, 4, 8, 30]), st.integers(1, min(T, 100)), st.just(T)),
                 label="original_inference_steps")
     spec["original_inference_steps"] = min(orig, T)
-    # Inert in diffusers' LCM (DESIGN §3) except set_alpha_to_one with a negative custom timestep: drawn anyway.
+    # Inert in diffusers' LCM (docs/design.md §5) except set_alpha_to_one with a negative custom timestep: drawn anyway.
     if draw(st.booleans(), label="inert parameters"):
         spec["set_alpha_to_one"] = draw(st.booleans(), label="set_alpha_to_one")
         spec["steps_offset"] = draw(st.integers(0, 2), label="steps_offset")
@@ -228,7 +228,7 @@ def schedule_requests(draw, cfg: LCMConfig, *, profile: str = "diffusers", quirk
 
 
 def _error_request(draw, req, T, orig, L, strength):
-    """A request diffusers rejects with ValueError (DESIGN §3, errors)."""
+    """A request diffusers rejects with ValueError (docs/design.md §4, errors)."""
     what = draw(_weighted({"both": 1, "neither": 1, "orig_gt_T": 1, "n_gt_T": 1, "n_gt_L": 3,
                            "not_descending": 1, "first_ge_T": 1}), label="error kind")
     req["kind"] = "error:" + what
@@ -252,7 +252,7 @@ def _error_request(draw, req, T, orig, L, strength):
 
 
 def _quirk_request(draw, req, cfg, T, orig, origin):
-    """Inputs that diffusers accepts but mishandles (DESIGN §3, quirks 1, 2, 4, 5; quirk 3 is in the config)."""
+    """Inputs that diffusers accepts but mishandles (docs/design.md §6, quirks 1, 2, 4, 5; quirk 3 is in the config)."""
     what = draw(_weighted({"custom_strength": 2, "negative": 2, "float_timesteps": 1, "strength_gt_1": 1,
                            "extra_steps": 2, "zero_steps": 1, "empty_timesteps": 1}), label="quirk kind")
     req["kind"] = "quirk:" + what

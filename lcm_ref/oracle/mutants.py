@@ -4,7 +4,7 @@ Each mutant subclasses diffusers' ``LCMScheduler`` and changes one thing; ``lcm_
 budget must raise ``OracleMismatch`` on every one (``tests/test_mutants.py``). A mutant that survives is a bug in
 the oracle (a budget too loose, or a strategy that never draws the input that exposes it), not in the mutant.
 
-    python -m lcm_ref.mutants        # prints the kill table (markdown)
+    python -m lcm_ref.oracle.mutants        # prints the kill table (markdown)
 """
 
 from __future__ import annotations
@@ -259,7 +259,9 @@ MUTANTS = {cls.__name__: cls for cls in (
 
 def _kill(cls, dtype, max_examples, explicit):
     """(killed, quantity, at which example, seconds) of one ``check`` run without shrinking."""
-    from .oracle import DEFAULT_MAX_EXAMPLES, OracleMismatch, check
+    from .. import DEFAULT_MAX_EXAMPLES
+    from .. import OracleMismatch
+    from .. import check
 
     t0 = time.perf_counter()
     try:
@@ -298,7 +300,7 @@ def format_table(rows) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lcm_ref.mutants", description="kill table of the oracle's mutants")
+    p = argparse.ArgumentParser(prog="python -m lcm_ref.oracle.mutants", description="kill table of the oracle's mutants")
     p.add_argument("--examples", type=int, default=None)
     p.add_argument("--dtype", default="float32")
     args = p.parse_args(argv)

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import distill as ds
-from . import reference as ref
-from . import testbed as tb
-from .config import LCMConfig
-from .errors import LCMRefError
-from .report import _write_atomic
+from ..testbed import distill as ds
+from .. import reference as ref
+from .. import testbed as tb
+from ..config import LCMConfig
+from ..errors import LCMRefError
+from ..numerics import write_atomic
 
 __all__ = ["ANALOG_CFG", "STUDENT_CFG", "STEPS", "Sizes", "FULL", "FAST", "mixture", "write_csv",
            "table1", "skipping_step", "guidance", "spacing", "timestep_scaling_samples", "endpoint", "run_all"]
@@ -77,7 +77,7 @@ def write_csv(rows, name, out_dir=DEFAULT_OUT):
     w.writeheader()
     w.writerows(rows)           # raises ValueError on a row with another key, before anything is written
     path = Path(out_dir) / name
-    _write_atomic(path, buf.getvalue().encode())
+    write_atomic(path, buf.getvalue().encode())
     return path
 
 

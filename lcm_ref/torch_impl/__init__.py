@@ -49,11 +49,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import reference as ref
-from .config import LCMConfig
-from .errors import LCMRefError, StrictError
+from .. import reference as ref
+from ..config import LCMConfig
+from ..errors import LCMRefError, StrictError
 from .noise import draw_noise
-from .reference import StepOutput
+from ..reference import StepOutput
 
 __all__ = ["TorchLCM", "LCMScheduler", "LCMSchedulerOutput", "draw_noise", "DTYPES"]
 
@@ -479,7 +479,7 @@ class LCMScheduler(*_BASES):
 
     The arithmetic is ``TorchLCM``'s (correctly rounded tables, error ≤ 1.5 / 2 eps·Σ|terms| in float32 against
     diffusers' ≈ 6–13); the noise is diffusers' own ``randn_tensor`` draw, so a seeded pipeline gives the same image
-    up to rounding. Where diffusers silently misbehaves (DESIGN §3 quirks 1–5) this raises ``StrictError``; beta
+    up to rounding. Where diffusers silently misbehaves (docs/design.md §6 quirks 1–5) this raises ``StrictError``; beta
     schedules of the reference beyond diffusers' three (sigmoid, exp, laplace) are accepted."""
 
     order = 1

@@ -5,7 +5,7 @@ tables; the numbers behind the figures go to ``reports/data/*.csv`` (the noteboo
 is the index, with the versions, the device, the seed and the date.
 
 Notebooks learn the mode and where to write through environment variables: ``LCM_REF_FAST`` ("1" in fast mode),
-``LCM_REF_DATA`` (the data folder), ``LCM_REF_SEED``. Inside a notebook, ``ctx = lcm_ref.report.setup()`` reads them.
+``LCM_REF_DATA`` (the data folder), ``LCM_REF_SEED``. Inside a notebook, ``ctx = lcm_ref.studies.report.setup()`` reads them.
 
 Everything is written into a temporary folder beside the target and moved into place at the end, so an interrupted
 run leaves the previous reports intact. Files named ``data/*cuda*`` (GPU results produced elsewhere, e.g. by
@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import LCMRefError
+from ..errors import LCMRefError
+from ..numerics import markdown_table, write_atomic, write_csv
 
 #: The notebooks in reading order (others found in the folder follow, sorted by name).
 ORDER = ("scheduler_behaviour", "reference_vs_gpu", "timestep_scaling", "paper_figures", "benchmarks")
@@ -39,7 +40,7 @@ SEED = 0                    #: the seed every notebook passes to its random draw
 CELL_TIMEOUT_S = 1800       #: per-cell limit; the whole full run is meant to take minutes
 CARRIED = ("data/*cuda*",)  #: files of the previous reports that a full run keeps (GPU results made elsewhere)
 RUNS_CSV = "data/report_runs.csv"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -68,27 +69,7 @@ def setup() -> Context:
     return Context(fast, data, int(os.environ.get("LCM_REF_SEED", SEED)))
 
 
-def _cell(v, floatfmt):
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "—"          # not applicable / not measured
-        return format(v, floatfmt)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(str(x) for x in v) + "]"
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(rows, columns=None, floatfmt=".3g") -> str:
-    """A markdown table of ``rows`` (dicts); ``columns`` picks and orders the keys (default: the first row's)."""
-    rows = list(rows)
-    if not rows:
-        return "_(no rows)_\n"
-    columns = list(columns or rows[0].keys())
-    lines = ["| " + " | ".join(str(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(r.get(c), floatfmt) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+md_table = markdown_table
 
 
 def show_table(rows, columns=None, floatfmt=".3g"):
@@ -104,18 +85,9 @@ def show(text: str):
 
 
 def save_csv(rows, path, columns=None) -> None:
-    """Write ``rows`` (dicts) as CSV, atomically (temporary file, then ``os.replace``). Floats (NumPy's too) in
-    repr precision; lists joined by spaces. Returns None (so that a notebook cell ending with it prints nothing)."""
-    rows = list(rows)
-    path = Path(path)
-    columns = list(columns or (rows[0].keys() if rows else []))
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([" ".join(str(x) for x in v) if isinstance(v, (list, tuple)) else ("" if v is None else
-                    repr(float(v)) if isinstance(v, float) else v) for v in (r.get(c) for c in columns)])
-    _write_atomic(path, buf.getvalue().encode())
+    """Write ``rows`` (dicts) as CSV, atomically (``numerics.write_csv``: floats in repr precision, lists joined by
+    spaces). Returns None (so that a notebook cell ending with it prints nothing)."""
+    write_csv(rows, path, columns)
 
 
 def read_csv(path) -> list[dict]:
@@ -129,18 +101,6 @@ def read_csv(path) -> list[dict]:
         return v
     with open(path, newline="") as f:
         return [{k: conv(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def _write_atomic(path: Path, data: bytes):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,7 +140,7 @@ def notebook_to_markdown(nb, name: str, figures_dir: Path, header: str = "") -> 
                     continue            # a progress-bar widget: its text fallback is noise on a page
                 if "image/png" in data:
                     path = figures_dir / f"{name}-{len(figures) + 1:02d}.png"
-                    _write_atomic(path, base64.b64decode(_text(data["image/png"])))
+                    write_atomic(path, base64.b64decode(_text(data["image/png"])))
                     figures.append(path)
                     parts.append(f"![{name} figure {len(figures)}](figures/{path.name})")
                 elif "text/markdown" in data:
@@ -224,7 +184,7 @@ def environment() -> dict:
     import diffusers
     import numpy
     import torch
-    from . import __version__
+    from .. import __version__
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -301,7 +261,7 @@ def _write_index(out: Path, env: dict, fast: bool):
              f"Seeds: every notebook draws its random inputs from seed {SEED} (`LCM_REF_SEED`); the testbed, the "
              "distillation and the benchmarks use the fixed seeds documented in their modules. Reruns give identical "
              "numbers (timings aside).", ""]
-    _write_atomic(out / "README.md", "\n".join(lines).encode())
+    write_atomic(out / "README.md", "\n".join(lines).encode())
 
 
 def _update_runs(out: Path, results, mode, env):
@@ -370,7 +330,7 @@ def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT
                 seconds = time.perf_counter() - start
                 text, figs = notebook_to_markdown(executed, path.stem, tmp / "figures",
                                                   _page_header(mode, seconds, env, path.stem))
-                _write_atomic(tmp / f"{path.stem}.md", text.encode())
+                write_atomic(tmp / f"{path.stem}.md", text.encode())
                 results.append(Result(path.stem, _title(executed, path.stem), True, seconds, len(figs), ""))
         _update_runs(tmp, results, mode, env)
         _write_index(tmp, env, fast)
@@ -414,31 +374,3 @@ def _swap(new: Path, out: Path):
     os.rename(new, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------------------------
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.splitlines()[0]
-    parser.add_argument("--fast", action="store_true", help="smaller sweeps (for tests and a quick look)")
-    parser.add_argument("--only", metavar="NAME", action="append",
-                        help=f"run only this notebook (repeatable): one of {', '.join(ORDER)}")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: reports/ in the repository)")
-    parser.add_argument("--notebooks", metavar="DIR", help="notebook folder (default: notebooks/ in the repository)")
-    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="per-cell limit in seconds")
-
-
-def main(args) -> int:
-    start = time.perf_counter()
-    try:
-        results = run(args.out, fast=args.fast, only=args.only, notebooks=args.notebooks, timeout=args.timeout)
-    except LCMRefError as e:
-        print(f"lcm-ref report: error: {e}", file=sys.stderr)
-        return 2
-    for r in results:
-        status = f"ok, {r.figures} figures" if r.ok else "FAILED (previous page kept)"
-        print(f"{r.name:22s} {r.seconds:7.1f} s  {status}")
-    print(f"wrote {Path(args.out or ROOT / 'reports')} in {time.perf_counter() - start:.0f} s")
-    return 0 if all(r.ok for r in results) else 1

@@ -13,10 +13,10 @@ import json
 import sys
 import warnings
 
-from . import reference as ref
-from .behaviour import schedule_table
-from .config import LCMConfig
-from .errors import LCMRefError
+from .. import reference as ref
+from ..studies.behaviour import schedule_table
+from ..config import LCMConfig
+from ..errors import LCMRefError
 
 COLUMNS = ("step", "t", "alpha_bar", "sigma", "c_skip", "c_out", "one_minus_c_out", "next_t")
 HEADERS = ("step", "t", "ᾱ", "σ", "c_skip", "c_out", "1 − c_out", "next_t")

@@ -9,11 +9,12 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
-    "timesteps": ("lcm_ref.cli_timesteps", "print the schedule with ᾱ, c_skip, c_out and noise level per step"),
-    "bench": ("lcm_ref.bench", "benchmark TorchLCM against diffusers' LCMScheduler (ratios, same run)"),
-    "check": ("lcm_ref.oracle", "check a scheduler (module:attr) against the reference"),
-    "vectors": ("lcm_ref.vectors", "generate or check the golden vectors"),
-    "report": ("lcm_ref.report", "execute the notebooks into reports/"),
+    "timesteps": ("lcm_ref.cli.timesteps", "print the schedule with ᾱ, c_skip, c_out and noise level per step"),
+    "check": ("lcm_ref.cli.check", "check a scheduler (module:attr) against the reference; stops at the first "
+              "difference"),
+    "vectors": ("lcm_ref.cli.vectors", "generate or check the golden vectors"),
+    "bench": ("lcm_ref.cli.bench", "benchmark lcm_ref's torch scheduler against diffusers' (ratios, same run)"),
+    "report": ("lcm_ref.cli.report", "execute the notebooks into a report folder"),
 }
 
 

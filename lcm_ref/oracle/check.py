@@ -3,28 +3,28 @@
     >>> import diffusers, lcm_ref.oracle
     >>> print(lcm_ref.oracle.check(diffusers.LCMScheduler))        # raises OracleMismatch on a wrong answer
 
-``check(factory)`` draws configs and inputs with hypothesis (``lcm_ref.strategies``), builds ``factory(**config)``
+``check(factory)`` draws configs and inputs with hypothesis (``lcm_ref.oracle.strategies``), builds ``factory(**config)``
 and compares, on the same inputs:
 
 - ``set_timesteps``: the timesteps, exactly (integers), and the exception class where the reference raises;
 - every ``step`` of a whole multistep run (``denoised`` and ``prev_sample``, shape and dtype too); each step's
   inputs are the implementation's own previous output, and the noise z the implementation draws is captured (a
   patch of ``torch.randn`` & co. records it; if nothing is drawn, the same generator state is replayed with
-  ``randn_tensor``'s draw: ``lcm_ref.noise.step_noise``), so the reference steps with the same z;
+  ``randn_tensor``'s draw: ``lcm_ref.oracle.noise.step_noise``), so the reference steps with the same z;
 - ``add_noise`` and ``get_velocity``.
 
-Floats are compared in the scaled error of DESIGN §6, ``|impl − ref| / (eps(D)·Σ|terms|)``
+Floats are compared in the scaled error of docs/design.md §8, ``|impl − ref| / (eps(D)·Σ|terms|)``
 (``ref.scaled_error``, ``ref.step_terms``), against a budget derived from the dtype D and the float32 tables
 that diffusers' interface stores. A value over budget raises ``OracleMismatch`` naming the config, the step, the
 timestep, the worst element, got / want, the scaled error and a reproduction to paste; success returns a
 ``Report`` (print it for a table). Command line: ``lcm-ref check module:attr``.
 
-The budget (``table_error_bound``, ``step_bound``, ``forward_bound``) is derived in ``lcm_ref.budget``, operation
+The budget (``table_error_bound``, ``step_bound``, ``forward_bound``) is derived in ``lcm_ref.oracle.budget``, operation
 by operation, from the dtype D and the float32 tables diffusers' interface stores: the same derivation the tests
 use to compare diffusers with the reference.
 
 The bound is worst case: diffusers' largest error/budget ratio in a default check is about
-0.3 (``Report`` prints it), while every mutant in ``lcm_ref.mutants`` exceeds it (``tests/test_mutants.py``).
+0.3 (``Report`` prints it), while every mutant in ``lcm_ref.oracle.mutants`` exceeds it (``tests/test_mutants.py``).
 ``tests/test_oracle.py`` checks E(t) itself against diffusers' float32 tables (ratio ≤ 0.15).
 
 Exceptions: where the reference raises, the implementation must raise the same class (a subclass is fine; an
@@ -45,20 +45,21 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from . import reference as ref
+from .. import reference as ref
 from . import strategies as lst
-from .errors import LCMRefError, StrictError
-from .budget import U_TABLE, _f64, _torch_dtype, _u, forward_bound, step_bound, table_error_bound
-from .errors import quiet as _quiet
+from ..errors import LCMRefError, StrictError
+from .budget import U_TABLE, forward_bound, step_bound, table_error_bound
+from ..numerics import to_f64, torch_dtype, unit_roundoff
+from ..errors import quiet as _quiet
 from .noise import NoiseTap, step_noise
 
 __all__ = [
     "DEFAULT_MAX_EXAMPLES", "PARTS", "U_TABLE", "OracleMismatch", "Report", "Case", "NoiseTap",
     "check", "replay", "run_case", "draw_case", "table_error_bound", "step_bound", "forward_bound",
-    "load_factory", "configure_parser", "main",
+    "load_factory",
 ]
 
-#: examples per check(): enough that every mutant in lcm_ref.mutants dies (tests/test_mutants.py), small enough
+#: examples per check(): enough that every mutant in lcm_ref.oracle.mutants dies (tests/test_mutants.py), small enough
 #: that a check of diffusers takes seconds on one CPU core
 DEFAULT_MAX_EXAMPLES = 150
 #: what check() compares; the conformance suite runs them one by one
@@ -72,8 +73,8 @@ PARTS = ("timesteps", "step", "add_noise", "get_velocity")
 @dataclasses.dataclass
 class Case:
     """Everything one example needs, as plain data (``to_dict`` is a literal for ``replay``)."""
-    config: dict                     # lcm_ref.strategies.build_config spec
-    request: dict                    # lcm_ref.strategies.schedule_requests
+    config: dict                     # lcm_ref.oracle.strategies.build_config spec
+    request: dict                    # lcm_ref.oracle.strategies.schedule_requests
     sample: lst.TensorRecipe         # x at the first step
     model_output: lst.TensorRecipe   # step i uses seed + i
     generator_seed: int              # the torch.Generator passed to step()
@@ -98,7 +99,7 @@ class Case:
 
 
 #: Explicit examples run before the hypothesis draws (as hypothesis' @example): the configurations and calls of
-#: DESIGN §3 that real pipelines make, one feature each, so that every check covers them whatever hypothesis draws.
+#: docs/design.md §4 that real pipelines make, one feature each, so that every check covers them whatever hypothesis draws.
 CANONICAL = (
     ("LCM-SD/SDXL config (inert steps_offset, set_alpha_to_one, spacing), 4 steps: [999, 759, 499, 259]",
      dict(steps_offset=1, set_alpha_to_one=False, timestep_spacing="leading"), dict(num_inference_steps=4), {}),
@@ -134,7 +135,7 @@ CANONICAL = (
 
 def canonical_cases(dtype=torch.float32):
     """The ``CANONICAL`` examples as (comment, Case) pairs, tensors in ``dtype``."""
-    dt = str(_torch_dtype(dtype)).replace("torch.", "")
+    dt = str(torch_dtype(dtype)).replace("torch.", "")
     out = []
     for k, (comment, config, request, extra) in enumerate(CANONICAL):
         req = dict(num_inference_steps=None, original_inference_steps=None, timesteps=None, strength=None,
@@ -151,7 +152,7 @@ def canonical_cases(dtype=torch.float32):
 
 def draw_case(data, *, dtype=torch.float32, profile="diffusers", quirks=None, errors=True) -> Case:
     """Draw one ``Case`` from hypothesis ``st.data()``, with labelled draws."""
-    dt = str(_torch_dtype(dtype)).replace("torch.", "")
+    dt = str(torch_dtype(dtype)).replace("torch.", "")
     spec = data.draw(lst.config_specs(profile=profile, quirks=quirks), label="config")
     cfg = lst.build_config(spec)
     req = data.draw(lst.schedule_requests(cfg, profile=profile, quirks=quirks, errors=errors), label="schedule")
@@ -200,7 +201,7 @@ class Report:
     QUANTITIES = ("timesteps", "exceptions", "denoised", "prev_sample", "add_noise", "get_velocity")
 
     def __init__(self, impl="", dtype=torch.float32, device="cpu", profile="diffusers"):
-        self.impl, self.dtype, self.device, self.profile = impl, _torch_dtype(dtype), str(device), profile
+        self.impl, self.dtype, self.device, self.profile = impl, torch_dtype(dtype), str(device), profile
         self.rows = {q: _Row() for q in self.QUANTITIES}
         self.examples = 0
         self.canonical = 0
@@ -211,7 +212,7 @@ class Report:
 
     def add(self, quantity, scaled, ratio, budget, where, rel=None):
         """Record one comparison: arrays of scaled error and error/budget ratio, the budget (scaled), a function
-        idx -> description of where, and (diagnostic only, DESIGN §6) the relative error."""
+        idx -> description of where, and (diagnostic only, docs/design.md §8) the relative error."""
         row = self.rows[quantity]
         row.compared += int(np.size(scaled))
         if np.size(scaled) == 0:
@@ -356,10 +357,10 @@ def _compare_exceptions(ctx, what, want, got, **kw):
 
 def _compare_values(ctx, quantity, got, want, terms, bound, *, step=None, t=None):
     """Element-wise check |got − want| <= bound (non-finite values must be equal); record into the report."""
-    g, w = _f64(got), _f64(want)
+    g, w = to_f64(got), to_f64(want)
     if g.shape != w.shape:
         ctx.fail(quantity, f"shape {tuple(g.shape)}, want {tuple(w.shape)}", step_index=step, timestep=t)
-    eps = _u(ctx.dtype) * 2
+    eps = unit_roundoff(ctx.dtype) * 2
     scaled = ref.scaled_error(g, w, terms, ctx.dtype)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         diff = np.abs(g - w)
@@ -406,7 +407,7 @@ def _outputs(out):
 def run_case(factory, case: Case, *, dtype=torch.float32, device="cpu", profile="diffusers", parts=PARTS,
              report: Optional[Report] = None, impl: Optional[str] = None, example: int = 0) -> Report:
     """Run one ``Case`` against the reference: raises ``OracleMismatch``, or records into ``report``."""
-    dtype = _torch_dtype(dtype)
+    dtype = torch_dtype(dtype)
     report = report if report is not None else Report(impl or _impl_path(factory) or "", dtype, device, profile)
     cfg = lst.build_config(case.config)
     ctx = _Ctx(case, cfg, impl if impl is not None else _impl_path(factory), dtype, device, profile, report, example)
@@ -494,7 +495,7 @@ def _run_steps(ctx, sched, want):
         if _compare_exceptions(ctx, f"step (index {idx}, timestep {t})", w_exc, g_exc, step_index=idx, timestep=t):
             return
         if idx is None:
-            idx = ref._index_for_timestep(ts, t)
+            idx = ref.index_for_timestep(ts, t)
         prev, den = _outputs(out)
         for name, val in (("prev_sample", prev), ("denoised", den)):
             _check_like(ctx, name, val, x, idx, t)
@@ -540,10 +541,10 @@ def check(factory: Callable, *, dtype=torch.float32, device="cpu", max_examples:
     the same examples). Returns a ``Report``; raises ``OracleMismatch`` on the first wrong answer (shrunk to a
     small example unless ``shrink=False``).
 
-    ``profile="strict"`` expects ValueErrors naming the parameter for diffusers' quirk inputs (DESIGN §3);
+    ``profile="strict"`` expects ValueErrors naming the parameter for diffusers' quirk inputs (docs/design.md §6);
     ``quirks`` (default: True for strict) adds those inputs to the draws; ``errors`` adds requests diffusers
     rejects; ``parts`` selects among ``PARTS``; ``explicit`` runs the ``CANONICAL`` examples first."""
-    dtype = _torch_dtype(dtype)
+    dtype = torch_dtype(dtype)
     if profile not in ref.PROFILES:
         raise LCMRefError("profile", profile, f"one of {ref.PROFILES}")
     bad = [p for p in parts if p not in PARTS]
@@ -590,38 +591,3 @@ def replay(factory, case, *, dtype="float32", device="cpu", profile="diffusers",
         factory = load_factory(factory)
     case = case if isinstance(case, Case) else Case.from_dict(case)
     return run_case(factory, case, dtype=dtype, device=device, profile=profile, parts=parts, impl=impl)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# lcm-ref check
-# ---------------------------------------------------------------------------------------------------------------
-
-def configure_parser(parser):
-    parser.add_argument("impl", help="the scheduler class or factory, as module:attr (e.g. diffusers:LCMScheduler)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"],
-                        help="dtype of the samples and model outputs (default float32)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--examples", type=int, default=DEFAULT_MAX_EXAMPLES,
-                        help=f"hypothesis examples (default {DEFAULT_MAX_EXAMPLES})")
-    parser.add_argument("--profile", default="diffusers", choices=list(ref.PROFILES),
-                        help="diffusers (default) or strict (quirk inputs must raise ValueError)")
-    parser.add_argument("--quirks", action="store_true", help="also draw diffusers' quirk inputs (DESIGN §3)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--no-shrink", action="store_true", help="report the first failing example unshrunk")
-
-
-def main(args) -> int:
-    try:
-        factory = load_factory(args.impl)
-        report = check(factory, dtype=args.dtype, device=args.device, max_examples=args.examples,
-                       profile=args.profile, quirks=True if args.quirks else None,
-                       parts=tuple(p for p in args.parts.split(",") if p), shrink=not args.no_shrink,
-                       impl=args.impl)
-    except LCMRefError as e:
-        print(f"lcm-ref check: {e}")
-        return 2
-    except OracleMismatch as e:
-        print(f"MISMATCH {e}")
-        return 1
-    print(report)
-    return 0

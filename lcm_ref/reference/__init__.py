@@ -1,9 +1,9 @@
 """Float64 reference of the LCM multistep scheduler (Luo et al. 2023, arXiv 2310.04378, Algorithm 3).
 
-What "exact" means (DESIGN §2): every float in the config is the binary64 value Python holds; every quantity is the
+What "exact" means (docs/design.md §2): every float in the config is the binary64 value Python holds; every quantity is the
 exact real-arithmetic meaning of diffusers' ``LCMScheduler`` code, computed with mpmath at ``DPS`` digits and rounded
 once to float64, so every table entry and every coefficient is within 1 ulp (in fact 0.5 ulp + 1e-50) of the exact
-value. Integer schedules reproduce the NumPy/Python float64 evaluation diffusers performs (DESIGN §4).
+value. Integer schedules reproduce the NumPy/Python float64 evaluation diffusers performs (docs/design.md §7).
 
 A step is an affine map of its inputs unless clip/threshold is configured:
 
@@ -32,18 +32,20 @@ from typing import NamedTuple
 import mpmath
 import numpy as np
 
-from .config import LCMConfig
-from .errors import LCMRefError, LCMRefWarning, StrictError
+from ..config import LCMConfig
+from .. import numerics
+from ..errors import LCMRefError, LCMRefWarning, StrictError
+from ..numerics import to_f64
 
 __all__ = [
     "DPS", "SIGMA_DATA", "PROFILES", "StepOutput", "Schedule",
     "betas", "alphas_cumprod", "final_alpha_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
     "boundary_scalings", "x0_coefficients", "denoised_coefficients", "noise_coefficients",
-    "spaced_timesteps", "set_timesteps", "timesteps", "previous_timestep",
-    "step", "step_terms", "scaled_error", "sample", "add_noise", "get_velocity",
+    "spaced_timesteps", "origin_grid", "set_timesteps", "timesteps", "index_for_timestep", "previous_timestep",
+    "threshold", "step", "step_terms", "scaled_error", "sample", "add_noise", "get_velocity",
 ]
 
-DPS = 50            #: decimal digits of the exact computation (DESIGN §2 asks for >= 40)
+DPS = 50            #: decimal digits of the exact computation (docs/design.md §2 asks for >= 40)
 SIGMA_DATA = 0.5    #: σ_data of the boundary condition (diffusers' LCMScheduler.sigma_data)
 MAX_BETA = 0.999    #: betas_for_alpha_bar's cap
 PROFILES = ("diffusers", "strict")
@@ -290,7 +292,7 @@ def spaced_timesteps(T: int, n: int, mode: str, steps_offset: int = 0) -> np.nda
     return np.ascontiguousarray(ts, dtype=np.int64)
 
 
-def _origin_grid(cfg, original_steps, strength, spacing):
+def origin_grid(cfg, original_steps, strength, spacing):
     """LCM's ascending origin grid: (1..int(orig·strength))·k − 1 with k = T // orig, or with ``spacing`` the
     orig-point grid of that mode, cut to its lowest int(orig·strength) points."""
     T = cfg.num_train_timesteps
@@ -329,7 +331,7 @@ def set_timesteps(cfg: LCMConfig, num_inference_steps=None, *, original_inferenc
         raise LCMRefError("spacing", spacing, "None or one of 'leading', 'linspace', 'trailing'")
     if orig > T:
         raise ValueError(f"original_inference_steps={orig} must be <= num_train_timesteps={T}")
-    origin = _origin_grid(cfg, orig, strength, spacing)
+    origin = origin_grid(cfg, orig, strength, spacing)
 
     if timesteps is not None:
         ts = [t.item() if hasattr(t, "item") else t for t in timesteps]
@@ -385,7 +387,7 @@ def timesteps(cfg: LCMConfig, num_inference_steps=None, *, original_inference_st
                          timesteps=timesteps, strength=strength, spacing=spacing, profile=profile).timesteps
 
 
-def _index_for_timestep(schedule, t):
+def index_for_timestep(schedule, t):
     """diffusers' first-call lookup: the second match if the timestep is duplicated; none raises IndexError."""
     hits = np.flatnonzero(np.asarray(schedule) == t)
     if len(hits) == 0:
@@ -404,17 +406,6 @@ def previous_timestep(schedule, timestep) -> int:
 # Step
 # ---------------------------------------------------------------------------------------------------------------
 
-def _f64(x, name):
-    if x is None:
-        return None
-    if hasattr(x, "detach"):  # a torch tensor
-        x = x.detach().cpu().double().numpy()
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise LCMRefError(name, type(x).__name__, "an array-like of real numbers") from None
-
-
 def _quantile(row, ratio):
     """torch.quantile(row, ratio) with linear interpolation, exact: the ratio·(n−1) position between the two order
     statistics around it, formed in rational arithmetic and rounded once. Non-finite rows follow torch: NaN if any
@@ -430,7 +421,7 @@ def _quantile(row, ratio):
     return float(Fraction(lo) + w * (Fraction(hi) - Fraction(lo)))
 
 
-def _threshold(x0, ratio, sample_max_value):
+def threshold(x0, ratio, sample_max_value):
     """Dynamic thresholding (Saharia et al. 2022): s = the ``ratio`` quantile of |x0| per batch element, clamped to
     [1, sample_max_value]; x0 = clamp(x0, −s, s)/s. Returns (x0, s)."""
     if x0.ndim < 2:
@@ -450,7 +441,7 @@ def step(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None
     ``noise`` is required on every step but the last."""
     strict = _check_profile(profile)
     sched = np.asarray(schedule, dtype=np.int64)
-    m, x, z = _f64(model_output, "model_output"), _f64(sample, "sample"), _f64(noise, "noise")
+    m, x, z = to_f64(model_output, "model_output"), to_f64(sample, "sample"), to_f64(noise, "noise")
     n = len(sched) if num_inference_steps is None else num_inference_steps
     if strict:
         t = timestep.item() if hasattr(timestep, "item") else timestep
@@ -460,7 +451,7 @@ def step(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None
             raise StrictError("num_inference_steps", n, f"len(schedule) = {len(sched)} (diffusers' quirk 1)")
     t = _as_int(timestep)
     if step_index is None:
-        step_index = _index_for_timestep(sched, t)
+        step_index = index_for_timestep(sched, t)
     elif not (isinstance(step_index, numbers.Integral) and step_index >= 0):
         raise LCMRefError("step_index", step_index, "an integer >= 0")
     if strict:
@@ -492,7 +483,7 @@ def step(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None
             if cfg.thresholding:
                 if x0.ndim == 2 and not strict:  # diffusers reshapes by np.prod([]) == 1.0, a float
                     raise TypeError("thresholding a 2-D (batch, channels) sample: diffusers' reshape gets a float")
-                x0 = _threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[0]
+                x0 = threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[0]
             elif cfg.clip_sample:
                 x0 = np.clip(x0, -cfg.clip_sample_range, cfg.clip_sample_range)
             denoised = c_out * x0 + c_skip * x
@@ -515,24 +506,24 @@ def step(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None
 
 def step_terms(cfg: LCMConfig, model_output, timestep, sample, *, schedule, noise=None, step_index=None,
                num_inference_steps=None) -> StepOutput:
-    """Σ|terms| of each output element (DESIGN §6), the denominator of the scaled error:
+    """Σ|terms| of each output element (docs/design.md §8), the denominator of the scaled error:
 
         denoised: |c_out|·(|p·x| + |q·m|)/s + c_skip·|x|     (s = the threshold divisor, else 1)
         prev:     c·Σ|terms of denoised| + d·|z|
 
     prev's terms expand denoised into its own addends, so that an error carried from denoised into prev is measured
-    against what produced it and the measure stays meaningful when denoised itself cancels (DESIGN §6 reading)."""
+    against what produced it and the measure stays meaningful when denoised itself cancels (docs/design.md §8 reading)."""
     sched = np.asarray(schedule, dtype=np.int64)
-    m, x, z = _f64(model_output, "model_output"), _f64(sample, "sample"), _f64(noise, "noise")
+    m, x, z = to_f64(model_output, "model_output"), to_f64(sample, "sample"), to_f64(noise, "noise")
     t = _as_int(timestep)
-    i = _index_for_timestep(sched, t) if step_index is None else step_index
+    i = index_for_timestep(sched, t) if step_index is None else step_index
     n = len(sched) if num_inference_steps is None else num_inference_steps
     c_skip, c_out, p, q, _, _ = _coefficients(cfg, t)
     with np.errstate(invalid="ignore", over="ignore"):
         x0_terms = np.abs(m) if cfg.prediction_type == "sample" else np.abs(p * x) + np.abs(q * m)
         if cfg.thresholding:
             x0 = m if cfg.prediction_type == "sample" else p * x + q * m
-            x0_terms = x0_terms / _threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[1]
+            x0_terms = x0_terms / threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[1]
         den_terms = abs(c_out) * x0_terms + c_skip * np.abs(x)
         if i == n - 1 or z is None:
             return StepOutput(den_terms, den_terms)
@@ -541,23 +532,15 @@ def step_terms(cfg: LCMConfig, model_output, timestep, sample, *, schedule, nois
 
 
 def scaled_error(got, want, terms, dtype) -> np.ndarray:
-    """|got − want| / (eps(dtype)·Σ|terms|) elementwise (DESIGN §6); eps = machine epsilon of ``dtype`` (a NumPy or
+    """|got − want| / (eps(dtype)·Σ|terms|) elementwise (docs/design.md §8); eps = machine epsilon of ``dtype`` (a NumPy or
     torch dtype or its name: 2⁻²³ for float32). Equal values score 0 (also where terms = 0 or both are inf); a
     NaN on one side only, or an inf mismatch, scores inf."""
-    eps = _eps(dtype)
-    g, w, terms = _f64(got, "got"), _f64(want, "want"), _f64(terms, "terms")
+    eps = numerics.eps(dtype)
+    g, w, terms = to_f64(got, "got"), to_f64(want, "want"), to_f64(terms, "terms")
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         err = np.abs(g - w) / (eps * terms)
     same = (g == w) | (np.isnan(g) & np.isnan(w))
     return np.where(same, 0.0, np.where(np.isnan(err), np.inf, err))
-
-
-def _eps(dtype) -> float:
-    name = str(dtype).replace("torch.", "")
-    table = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
-    if name not in table:
-        raise LCMRefError("dtype", dtype, f"one of {sorted(table)}")
-    return table[name]
 
 
 def sample(cfg: LCMConfig, model_fn, x_T, schedule, noises, *, profile="diffusers") -> np.ndarray:
@@ -568,7 +551,7 @@ def sample(cfg: LCMConfig, model_fn, x_T, schedule, noises, *, profile="diffuser
     sched = np.asarray(schedule, dtype=np.int64)
     if len(noises) != len(sched) - 1:
         raise LCMRefError("noises", f"{len(noises)} arrays", f"len(schedule) - 1 = {len(sched) - 1} arrays")
-    x = _f64(x_T, "x_T")
+    x = to_f64(x_T, "x_T")
     for i, t in enumerate(sched):
         z = noises[i] if i < len(noises) else None
         x = step(cfg, model_fn(x, int(t)), int(t), x, schedule=sched, noise=z, step_index=i, profile=profile)[0]
@@ -586,13 +569,13 @@ def _broadcast_coefficients(cfg, timesteps, ndim):
 
 def add_noise(cfg: LCMConfig, x0, noise, timesteps) -> np.ndarray:
     """Forward process q(x_t | x_0): √ᾱ_t·x0 + √(1−ᾱ_t)·ε, one timestep per batch element (or one for all)."""
-    x0, eps = _f64(x0, "x0"), _f64(noise, "noise")
+    x0, eps = to_f64(x0, "x0"), to_f64(noise, "noise")
     c, d = _broadcast_coefficients(cfg, timesteps, x0.ndim)
     return c * x0 + d * eps
 
 
 def get_velocity(cfg: LCMConfig, sample, noise, timesteps) -> np.ndarray:
     """v-prediction target: √ᾱ_t·ε − √(1−ᾱ_t)·x (Salimans & Ho 2022)."""
-    x, eps = _f64(sample, "sample"), _f64(noise, "noise")
+    x, eps = to_f64(sample, "sample"), to_f64(noise, "noise")
     c, d = _broadcast_coefficients(cfg, timesteps, x.ndim)
     return c * eps - d * x

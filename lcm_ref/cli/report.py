@@ -1,0 +1,35 @@
+"""``lcm-ref report``: execute the notebooks into a report folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import LCMRefError
+from ..studies.report import CELL_TIMEOUT_S, ORDER, ROOT, run
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__.splitlines()[0]
+    parser.add_argument("--fast", action="store_true", help="smaller sweeps (for tests and a quick look)")
+    parser.add_argument("--only", metavar="NAME", action="append",
+                        help=f"run only this notebook (repeatable): one of {', '.join(ORDER)}")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: reports/ in the repository)")
+    parser.add_argument("--notebooks", metavar="DIR", help="notebook folder (default: notebooks/ in the repository)")
+    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="per-cell limit in seconds")
+
+
+def main(args) -> int:
+    start = time.perf_counter()
+    try:
+        results = run(args.out, fast=args.fast, only=args.only, notebooks=args.notebooks, timeout=args.timeout)
+    except LCMRefError as e:
+        print(f"lcm-ref report: error: {e}", file=sys.stderr)
+        return 2
+    for r in results:
+        status = f"ok, {r.figures} figures" if r.ok else "FAILED (previous page kept)"
+        print(f"{r.name:22s} {r.seconds:7.1f} s  {status}")
+    print(f"wrote {Path(args.out or ROOT / 'reports')} in {time.perf_counter() - start:.0f} s")
+    return 0 if all(r.ok for r in results) else 1
