@@ -14,14 +14,14 @@ STAMP    := $(VENV)/.installed
 STAMP026 := $(VENV026)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-026 test test-main test-026 report report-fast bench mutants clean
+.PHONY: install install-026 test test-main test-026 report report-fast bench mutants docs clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev,notebooks]'
+	$(BIN)/python -m pip install -q -e '.[dev,notebooks,conformance,docs]'
 	touch $@
 
 install-026: $(STAMP026)
@@ -55,6 +55,11 @@ bench: $(STAMP)
 # The oracle's kill table: every fault-injected scheduler of lcm_ref.oracle.mutants must be caught.
 mutants: $(STAMP)
 	$(BIN)/python -m lcm_ref.oracle.mutants
+
+# The API reference from the docstrings, with docs/design.md, into build/docs; a warning (broken link or
+# cross-reference) fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 clean:
 	rm -rf $(VENV) $(VENV026) .hypothesis .pytest_cache build *.egg-info

@@ -4,10 +4,7 @@ import pytest
 import torch
 
 from lcm_ref import oracle
-
-from lcm_ref.oracle import mutants
-
-from lcm_ref.oracle import vectors
+from lcm_ref.oracle import mutants, vectors
 
 
 def test_there_are_at_least_12_mutants_each_documented():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 from ..errors import LCMRefError
-from ..studies.report import CELL_TIMEOUT_S, ORDER, ROOT, run
+from ..studies.report import CELL_TIMEOUT_S, ORDER, run
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +17,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fast", action="store_true", help="smaller sweeps (for tests and a quick look)")
     parser.add_argument("--only", metavar="NAME", action="append",
                         help=f"run only this notebook (repeatable): one of {', '.join(ORDER)}")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: reports/ in the repository)")
-    parser.add_argument("--notebooks", metavar="DIR", help="notebook folder (default: notebooks/ in the repository)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: ./reports in the current directory)")
+    parser.add_argument("--notebooks", metavar="DIR", help="folder of notebooks to run (default: the notebooks that "
+                        "ship with lcm_ref)")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="per-cell limit in seconds")
 
 
 def main(args) -> int:
     start = time.perf_counter()
+    missing = [m for m in ("nbformat", "nbclient", "ipykernel") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"lcm-ref report: error: executing the notebooks needs {', '.join(missing)}; install them with "
+              "pip install 'lcm_ref[notebooks]'", file=sys.stderr)
+        return 2
     try:
         results = run(args.out, fast=args.fast, only=args.only, notebooks=args.notebooks, timeout=args.timeout)
     except LCMRefError as e:
@@ -31,5 +38,5 @@ def main(args) -> int:
     for r in results:
         status = f"ok, {r.figures} figures" if r.ok else "FAILED (previous page kept)"
         print(f"{r.name:22s} {r.seconds:7.1f} s  {status}")
-    print(f"wrote {Path(args.out or ROOT / 'reports')} in {time.perf_counter() - start:.0f} s")
+    print(f"wrote {Path(args.out or 'reports').resolve()} in {time.perf_counter() - start:.0f} s")
     return 0 if all(r.ok for r in results) else 1

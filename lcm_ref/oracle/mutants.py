@@ -122,7 +122,7 @@ class NoiseMissing(_StepMutant):
 
 
 class StrideSelection(LCMScheduler):
-    """The original LCM pipeline's selection origin[::-(L//n)][:n] (n=4: 999, 759, 519, 279) instead of
+    """The original LCM pipeline's selection ``origin[::-(L//n)][:n]`` (n=4: 999, 759, 519, 279) instead of
     diffusers' floor(linspace) (999, 759, 499, 259)."""
 
     def set_timesteps(self, num_inference_steps=None, device=None, original_inference_steps=None, timesteps=None,
@@ -259,9 +259,7 @@ MUTANTS = {cls.__name__: cls for cls in (
 
 def _kill(cls, dtype, max_examples, explicit):
     """(killed, quantity, at which example, seconds) of one ``check`` run without shrinking."""
-    from .. import DEFAULT_MAX_EXAMPLES
-    from .. import OracleMismatch
-    from .. import check
+    from .check import DEFAULT_MAX_EXAMPLES, OracleMismatch, check
 
     t0 = time.perf_counter()
     try:

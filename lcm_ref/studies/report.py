@@ -40,7 +40,23 @@ SEED = 0                    #: the seed every notebook passes to its random draw
 CELL_TIMEOUT_S = 1800       #: per-cell limit; the whole full run is meant to take minutes
 CARRIED = ("data/*cuda*",)  #: files of the previous reports that a full run keeps (GPU results made elsewhere)
 RUNS_CSV = "data/report_runs.csv"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[2]   #: the repository root, in a checkout (not in a wheel install)
+
+
+def notebooks_folder() -> Path:
+    """The notebooks shipped with the package (``lcm_ref.notebooks``: the repository's notebooks/ in a checkout,
+    package data in a wheel install)."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("lcm_ref.notebooks")))
+
+
+def default_data_folder() -> Path:
+    """Where a notebook run by hand writes its CSVs: ``reports/data`` of the checkout it belongs to, else
+    ./reports/data in the current directory (never inside an installed package)."""
+    if (ROOT / "pyproject.toml").is_file() and (ROOT / "notebooks").is_dir():
+        return ROOT / "reports" / "data"
+    return Path.cwd() / "reports" / "data"
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -56,12 +72,12 @@ class Context(NamedTuple):
 
 
 def setup() -> Context:
-    """Read LCM_REF_FAST / LCM_REF_DATA / LCM_REF_SEED (defaults: full mode, ./reports/data, SEED) and set
+    """Read LCM_REF_FAST / LCM_REF_DATA / LCM_REF_SEED (defaults: full mode, ``default_data_folder()``, SEED) and set
     matplotlib's defaults so every figure renders the same on every machine."""
     import matplotlib
     import matplotlib.pyplot as plt
     fast = os.environ.get("LCM_REF_FAST", "0") not in ("", "0")
-    data = Path(os.environ.get("LCM_REF_DATA", ROOT / "reports" / "data"))
+    data = Path(os.environ.get("LCM_REF_DATA") or default_data_folder())
     data.mkdir(parents=True, exist_ok=True)
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (7.0, 4.0),
                                 "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
@@ -194,9 +210,9 @@ def environment() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         commit = (commit + ("+dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -277,13 +293,15 @@ def _update_runs(out: Path, results, mode, env):
 
 
 def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT_S, quiet=False) -> list[Result]:
-    """Execute the notebooks into ``out`` (default ``<repo>/reports``) as described in the module docstring.
+    """Execute the notebooks (default: the shipped ones, ``notebooks_folder()``) into ``out`` (default ./reports
+    in the current directory) as described in the module docstring.
     ``only``: a notebook name (without ``.ipynb``) or a list of them. Returns one Result per notebook; a notebook that
     fails keeps its previous page, and the others are still written."""
     import nbformat
     from tqdm.auto import tqdm
-    out = Path(out or ROOT / "reports").resolve()
-    paths = notebook_paths(Path(notebooks or ROOT / "notebooks"))
+    out = Path(out or Path.cwd() / "reports").resolve()
+    notebooks = Path(notebooks) if notebooks else notebooks_folder()
+    paths = notebook_paths(notebooks)
     names = [p.stem for p in paths]
     if only:
         wanted = [only] if isinstance(only, str) else list(only)
@@ -292,7 +310,7 @@ def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT
                 raise LCMRefError("--only", w, f"one of {names}")
         paths = [p for p in paths if p.stem in wanted]
     if not paths:
-        raise LCMRefError("notebooks", str(notebooks or ROOT / "notebooks"), "a folder with at least one .ipynb")
+        raise LCMRefError("notebooks", str(notebooks), "a folder with at least one .ipynb")
     mode = "fast" if fast else "full"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))

@@ -1,0 +1,80 @@
+"""lcm_ref works from a wheel: build it, install it (no dependencies: they are this environment's) into a folder of
+its own, and run the commands a user runs from a directory outside the checkout. Catches data files missing from
+the wheel (notebooks, vectors, schemas), paths into the checkout, and commands that write into site-packages."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(site folder with the wheel installed, a work directory outside the checkout, the wheel's file list)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp / "dist"), str(ROOT)], check=True, capture_output=True, cwd=tmp)
+    wheel = next((tmp / "dist").glob("lcm_ref-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target",
+                    str(tmp / "site"), str(wheel)], check=True, capture_output=True, cwd=tmp)
+    work = tmp / "work"
+    work.mkdir()
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+    return tmp / "site", work, names
+
+
+def run(installed, *argv, timeout=600):
+    site, work, _ = installed
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "lcm_ref.cli", *argv], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_wheel_carries_every_package_and_data_file(installed):
+    """Every package of the source tree, the notebooks, the golden vectors and the JSON schemas are in the wheel."""
+    _, _, names = installed
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "lcm_ref").rglob("__init__.py")}
+    for pkg in packages:
+        assert f"{pkg}/__init__.py" in names, pkg
+    wanted = [f"lcm_ref/notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb")]
+    wanted += [str(p.relative_to(ROOT)) for p in (ROOT / "lcm_ref").rglob("*.json")]
+    assert len(wanted) >= 10
+    assert not [w for w in wanted if w not in names]
+
+
+def test_commands_run_from_the_wheel_outside_the_checkout(installed):
+    """timesteps, check and vectors check run from the installed wheel (not the checkout) in a foreign directory,
+    and write nothing into the installed package."""
+    site, work, _ = installed
+    before = sorted(p.relative_to(site) for p in (site / "lcm_ref").rglob("*"))
+    where = run(installed, "timesteps", "--steps", "4", "--csv")
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.splitlines()[1].startswith("0,999"), where.stdout
+    probe = subprocess.run([sys.executable, "-c", "import lcm_ref; print(lcm_ref.__file__)"], cwd=work,
+                           env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True)
+    assert Path(probe.stdout.strip()).is_relative_to(site)
+    r = run(installed, "check", "diffusers:LCMScheduler", "--examples", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run(installed, "vectors", "check")
+    assert r.returncode == 0 and "0 failed" in r.stdout, r.stdout + r.stderr
+    after = sorted(p.relative_to(site) for p in (site / "lcm_ref").rglob("*"))
+    assert after == before
+
+
+def test_report_runs_from_the_wheel_into_a_chosen_folder(installed):
+    """`lcm-ref report --fast --out DIR` executes the shipped notebooks into DIR (one page here, to keep the suite
+    fast: the page with no heavy sweep)."""
+    _, work, _ = installed
+    r = run(installed, "report", "--fast", "--only", "scheduler_behaviour", "--out", "out")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (work / "out" / "scheduler_behaviour.md").is_file()
+    assert (work / "out" / "README.md").is_file()
