@@ -3,6 +3,17 @@
 A subcommand module defines ``configure_parser(parser)`` (adds its arguments) and ``main(args) -> int``.
 """
 
+DESCRIPTION = ("The numerical ground truth for diffusers' LCMScheduler (Latent Consistency Models, Algorithm 3): "
+               "what the right answer is for a config and input, and how far a scheduler is from it.")
+EPILOG = """examples:
+  lcm-ref timesteps --steps 4 --strength 0.5      what a config does, step by step
+  lcm-ref conform my_pkg.sched:MyLCM              every conformance concern of your scheduler, on its own
+  lcm-ref check diffusers:LCMScheduler            the fail-fast check: stops at the first difference
+  lcm-ref vectors check --impl my_pkg:MyLCM       your scheduler against the golden vectors
+  lcm-ref report --out my_reports                 execute the notebooks into my_reports/
+
+'lcm-ref COMMAND --help' for a command's options. The design document (docs/design.md) explains every check."""
+
 import argparse
 import importlib
 import sys
@@ -20,7 +31,8 @@ COMMANDS = {
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="lcm-ref", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="lcm-ref", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)

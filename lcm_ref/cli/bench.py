@@ -10,7 +10,7 @@ def configure_parser(parser):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads during the run (default 1; 0 keeps torch's default)")
     parser.add_argument("--fast", action="store_true", help="fewer repeats, no compiled variants")
-    parser.add_argument("--out", default="reports/data", help="output folder (default reports/data)")
+    parser.add_argument("--out", default="reports/data", help="output folder (default ./reports/data in the current directory)")
 
 
 def main(args) -> int:

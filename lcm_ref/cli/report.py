@@ -13,7 +13,7 @@ from ..studies.report import CELL_TIMEOUT_S, ORDER, run
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.splitlines()[0]
+    parser.description = __doc__.splitlines()[0].split(": ", 1)[1]
     parser.add_argument("--fast", action="store_true", help="smaller sweeps (for tests and a quick look)")
     parser.add_argument("--only", metavar="NAME", action="append",
                         help=f"run only this notebook (repeatable): one of {', '.join(ORDER)}")

@@ -43,7 +43,7 @@ def _timestep_list(text):
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.description = __doc__.splitlines()[0]
+    parser.description = __doc__.splitlines()[0].split(": ", 1)[1]
     parser.epilog = "σ = √(1−ᾱ)/√ᾱ (VE / k-diffusion sigma). Example: lcm-ref timesteps --steps 4 --strength 0.5"
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--steps", type=_positive_int("--steps"), metavar="N", help="num_inference_steps")
