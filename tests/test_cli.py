@@ -13,8 +13,9 @@ from diffusers import LCMScheduler
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig
 from lcm_ref.cli import main as cli
+from lcm_ref.numerics import eps
 
-EPS64 = 2.0 ** -52
+EPS64 = eps("float64")
 
 
 def timesteps_csv(capsys, *argv):

@@ -108,20 +108,22 @@ def test_extra_beta_schedules_accepted():
 BAD = [
     ("num_train_timesteps", 0), ("num_train_timesteps", 1000.0), ("num_train_timesteps", True),
     ("num_train_timesteps", "1000"), ("original_inference_steps", 0), ("original_inference_steps", -5),
-    ("steps_offset", -1), ("steps_offset", 0.5), ("beta_start", 0.0), ("beta_start", 1.0), ("beta_start", "0.1"),
-    ("beta_end", float("nan")), ("beta_end", float("inf")), ("beta_schedule", "cosine"),
+    ("steps_offset", -1), ("steps_offset", 0.5), ("beta_start", "0.1"), ("beta_start", -0.1),
+    ("beta_end", float("nan")), ("beta_end", float("inf")), ("beta_end", -1.0), ("beta_schedule", "cosine"),
     ("prediction_type", "v"), ("timestep_spacing", "uniform"), ("clip_sample", 1), ("clip_sample", "yes"),
     ("clip_sample_range", 0.0), ("clip_sample_range", -1.0), ("set_alpha_to_one", None),
     ("thresholding", 0), ("dynamic_thresholding_ratio", 1.5), ("dynamic_thresholding_ratio", -0.1),
     ("sample_max_value", 0.0), ("timestep_scaling", -1.0), ("timestep_scaling", float("inf")),
-    ("rescale_betas_zero_snr", "false"), ("trained_betas", (0.1, 0.2)), ("trained_betas", "abc"),
-    ("trained_betas", (0.0,) * 1000), ("trained_betas", (1.5,) * 1000),
+    ("rescale_betas_zero_snr", "false"), ("trained_betas", "abc"), ("trained_betas", ()),
+    ("trained_betas", (0.1, float("nan"))),
 ]
 
 
 @pytest.mark.parametrize("name,value", BAD, ids=[f"{n}={v!r}" for n, v in BAD])
 def test_bad_value_raises_config_error_naming_it(name, value):
-    """Each wrong type or out-of-range value raises ConfigError (a ValueError) whose message names the field."""
+    """Each wrong type or out-of-range value raises ConfigError (a ValueError) whose message names the field.
+    (A negative beta_start / beta_end is refused only for scaled_linear, whose √ diffusers cannot take; degenerate
+    but usable values are accepted with a warning: tests/test_degenerate_config.py.)"""
     with pytest.raises(ConfigError, match=name) as info:
         LCMConfig(**{name: value})
     assert info.value.parameter == name

@@ -8,8 +8,9 @@ import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, LCMRefError
 from lcm_ref.testbed import distill as ds
 from lcm_ref import testbed as tb
+from lcm_ref import numerics
 
-EPS = np.finfo(np.float64).eps
+EPS = numerics.eps("float64")
 CFG = LCMConfig(prediction_type="v_prediction")
 
 

@@ -129,7 +129,7 @@ def test_mpmath_comparison_catches_a_one_ulp_coefficient_error():
     cfg = cfg_for(scaling=0.1)
     rng = np.random.default_rng(5)
     m, x = rng.standard_normal((1, 8)), rng.standard_normal((1, 8))
-    c_skip, c_out, p, q, a, b = ref._coefficients(cfg, 259)
+    c_skip, c_out, p, q, a, b = ref.tables.step_coefficients(cfg, 259)
     bad = (a + 8 * np.spacing(a)) * x + b * m
     exact = exact_step(cfg, m, 259, x, None, -1, True)[1]
     terms = ref.step_terms(cfg, m, 259, x, schedule=[259]).denoised

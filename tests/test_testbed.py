@@ -12,8 +12,9 @@ import scipy.stats
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, LCMRefError
 from lcm_ref import testbed as tb
+from lcm_ref import numerics
 
-EPS = np.finfo(np.float64).eps
+EPS = numerics.eps("float64")
 CFG = LCMConfig()
 
 

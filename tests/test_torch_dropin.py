@@ -1,5 +1,5 @@
 """lcm_ref.torch_impl.LCMScheduler as a drop-in for diffusers.LCMScheduler: same interface and config round trip,
-the same noise draws, the reference's accuracy (bounds derived in tests/test_torch_impl.py), and the strict
+the same noise draws, the reference's accuracy (bounds derived in lcm_ref.torch_impl.bounds), and the strict
 profile's errors where diffusers silently misbehaves (docs/design.md §6 quirks).
 
 diffusers' own figures in the same units (float32, max scaled error over an 8-step schedule, 1×4×32×32, measured
@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, StrictError
 from lcm_ref.oracle import strategies as lst
-from lcm_ref.torch_impl import LCMScheduler, draw_noise
-from test_torch_impl import DTYPES, bounds, check_scaled
+from lcm_ref.torch_impl import DTYPES, LCMScheduler, draw_noise
+from lcm_ref.torch_impl.bounds import check_scaled, forward_bound, step_bounds, step_kind
 
 
 def _pair(cfg):
@@ -83,7 +83,7 @@ def test_dropin_draws_diffusers_noise_and_matches_reference(dtype, data):
     _, state_theirs = run_scheduler(theirs, req, inputs, 7, dtype)
     assert torch.equal(state_ours, state_theirs)
     sched = ours.timesteps.numpy()
-    bound_den, bound_prev = bounds(cfg, dtype)
+    bound_den, bound_prev = step_bounds(dtype, step_kind(cfg))
     for t, i, prev, den, z in got:
         x, m = inputs[i]
         want = ref.step(cfg, m, t, x, schedule=sched, noise=z, step_index=i, profile="strict")
@@ -126,13 +126,18 @@ def test_the_bound_separates_diffusers_float32_tables():
 
 def test_signatures_and_attributes_match_diffusers():
     """Constructor, set_timesteps, step, add_noise, get_velocity, scale_model_input take diffusers' parameters, and
-    the public attributes start and move as diffusers' do."""
+    the public attributes start and move as diffusers' do. The constructor adds one keyword-only parameter at the
+    end, ``profile`` (default "diffusers"), which is not part of the config."""
     for name in ("__init__", "set_timesteps", "step", "add_noise", "get_velocity", "scale_model_input",
                  "set_begin_index", "previous_timestep"):
-        want = inspect.signature(getattr(diffusers.LCMScheduler, name))
-        got = inspect.signature(getattr(LCMScheduler, name))
-        assert list(got.parameters) == list(want.parameters), name
-        assert [p.default for p in got.parameters.values()] == [p.default for p in want.parameters.values()], name
+        want = inspect.signature(getattr(diffusers.LCMScheduler, name)).parameters
+        got = dict(inspect.signature(getattr(LCMScheduler, name)).parameters)
+        if name == "__init__":
+            extra = got.pop("profile")
+            assert extra.kind is inspect.Parameter.KEYWORD_ONLY and extra.default == "diffusers"
+        assert list(got) == list(want), name
+        assert [p.default for p in got.values()] == [p.default for p in want.values()], name
+    assert "profile" not in LCMScheduler().config
     theirs, ours = _pair(LCMConfig())
     for s in (theirs, ours):
         assert s.order == 1 and s.init_noise_sigma == 1.0 and len(s) == 1000
@@ -210,14 +215,15 @@ def test_add_noise_broadcasts_one_timestep_like_diffusers():
         assert torch.allclose(got, want, rtol=0, atol=atol)
         vel = ours.get_velocity(x0, z, ts)
         assert torch.allclose(vel, theirs.get_velocity(x0, z, ts), rtol=0, atol=atol)
-        # the reference, bound 1.5 derived in tests/test_torch_impl.py (two terms, rounded √ coefficient, a product
-        # and a sum: 3u)
+        # the reference, bound 1.5 derived in lcm_ref.torch_impl.bounds (two terms, rounded √ coefficient, a
+        # product and a sum: 3u)
+        bound = forward_bound(torch.float32)
         xd, zd, tn = x0.double().numpy(), z.double().numpy(), ts.numpy()
         c = ref.sqrt_alphas_cumprod(cfg)[tn].reshape(-1, 1, 1, 1)
         d = ref.sqrt_one_minus_alphas_cumprod(cfg)[tn].reshape(-1, 1, 1, 1)
-        check_scaled(got, ref.add_noise(cfg, xd, zd, tn), c * np.abs(xd) + d * np.abs(zd), torch.float32, 1.5,
+        check_scaled(got, ref.add_noise(cfg, xd, zd, tn), c * np.abs(xd) + d * np.abs(zd), torch.float32, bound,
                      f"add_noise at {ts.tolist()}")
-        check_scaled(vel, ref.get_velocity(cfg, xd, zd, tn), c * np.abs(zd) + d * np.abs(xd), torch.float32, 1.5,
+        check_scaled(vel, ref.get_velocity(cfg, xd, zd, tn), c * np.abs(zd) + d * np.abs(xd), torch.float32, bound,
                      f"get_velocity at {ts.tolist()}")
 
 

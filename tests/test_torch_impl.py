@@ -1,36 +1,8 @@
 """TorchLCM against lcm_ref.reference: the mirrored names, every step's scaled error (docs/design.md §8) in every dtype on
 every device present, per-sample timesteps, the forward process, and bad input.
 
-Error bounds. Scaled error = |impl − ref| / (eps(dtype)·Σ|terms|) with Σ|terms| from ``ref.step_terms``; u = eps/2
-is the unit roundoff. Each bound below is first order: one u per rounded coefficient, product and sum on the terms
-it touches (an FMA only removes roundings, so the bounds hold with or without contraction).
-
-- float32, linear step (``lcm_ref.torch_impl`` docstring): denoised = fl(fl(a·x) + fl(b·m)) with a, b rounded once:
-  3u on each term → 1.5. prev = fl(fl(fl(ca·x) + fl(cb·m)) + fl(d·z)): 4u on the ca, cb terms (coefficient,
-  product, two sums), 3u on d·z → 2.0.
-- float16 / bfloat16, linear: the same float32 arithmetic (r = eps32/eps(dtype) of it: 1.5r, 2r) plus one rounding
-  of the result to the dtype, ≤ u(dtype)·|result| ≤ 0.5·eps(dtype)·Σ → 0.5 + 1.5r and 0.5 + 2r.
-- float64, linear: the engine and the reference both carry first-order error against exact arithmetic, so the
-  bound is the sum. Engine: 1.5 (denoised); prev 3.0 (ca = fl(c·a) of two rounded factors: 3u, so 6u on the ca,
-  cb terms, 3u on d·z). Reference (its docstring): 1.5 and 3.0. → 3.0 and 6.0.
-- clip / threshold (computed in float64, rounded once to the dtype). Both sides form x0 = p·x + q·m identically
-  (the same correctly rounded p, q; two products and a sum in eager float64), so x0's error is shared and cancels.
-  Float64 engine against the reference: clip: denoised 1.5 + 1.5; prev engine c·1.5 + 1.5 = 3, reference's
-  chained cc_out·x0 + cc_skip·x + d·z 2 (4u) → 3.0 and 5.0. Threshold adds the divisor s: the engine's
-  torch.lerp (w rounded, a difference, a product, a sum: 4u) and the division (u), against the reference's
-  correctly rounded s: denoised engine 4 (8u on the c_out·x0/s term) + reference 2.5 (5u) = 6.5; prev engine
-  c·4 + 1.5 = 5.5, reference 3 → 8.5. Narrower dtypes: the float64 value is within (8.5 + 8.5)·eps64 of the
-  reference's, then rounded once: 0.5 + 17·eps64/eps(dtype).
-- Underflow: a result in the dtype's subnormal range carries absolute error ≤ u·tiny (tiny = smallest normal), so
-  tiny is added to Σ|terms|. Overflow (|ref| ≥ the dtype's max, float16 only in practice): the result must be ±inf
-  or ±max with the reference's sign.
-- SLACK: the neglected second-order terms (≤ 10u² per term, i.e. 10u relative to the bound) and, for the narrow
-  dtypes, the reference's own float64 error (≤ 4·eps64/eps32 = 2⁻²⁷ of a unit): below 2⁻²⁰ relative.
-
-Measured maxima (CPU, torch 2.13; denoised / prev): this file's hypothesis examples float32 0.84 / 1.19,
-float16 0.48 / 0.49, bfloat16 0.47 / 0.47, float64 0.89 / 1.12; inside the pipelines (tests/test_pipeline.py,
-1024 elements a step) float32 1.25 / 1.52. diffusers' float32 LCMScheduler in the same units: 5–13, 57 for
-squaredcos_cap_v2 (tests/test_torch_dropin.py, ``lcm-ref bench``'s accuracy table).
+The bounds every comparison here applies are derived in ``lcm_ref.torch_impl.bounds`` (its module docstring), which
+also holds the check (``check_scaled``: scaled error with the underflow and overflow rules, and the slack).
 """
 
 import warnings
@@ -45,41 +17,14 @@ import lcm_ref.reference as ref
 from lcm_ref import LCMConfig, LCMRefError, StrictError
 from lcm_ref.oracle import strategies as lst
 from lcm_ref.config import BETA_SCHEDULES
-from lcm_ref.torch_impl import TorchLCM, draw_noise
+from lcm_ref.numerics import eps
+from lcm_ref.torch_impl import DTYPES, TorchLCM, draw_noise
+from lcm_ref.torch_impl.bounds import SLACK, check_scaled, forward_bound, step_bounds, step_kind
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, CUDA])]
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 #: every schedule of the reference: diffusers' three, trained_betas, and DDPM's / Heun's sigmoid, exp, laplace
 ALL_SCHEDULES = BETA_SCHEDULES + ("trained_betas",)
-EPS = {torch.float64: 2.0 ** -52, torch.float32: 2.0 ** -23, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
-SLACK = 2.0 ** -20
-WORST = {}   #: (dtype, what) -> largest scaled error seen in this session (for the figures quoted above)
-
-
-def bounds(cfg, dtype):
-    """(denoised, prev) bounds on the scaled error against the reference: see the module docstring."""
-    r = EPS[torch.float32] / EPS[dtype]
-    if cfg.clip_sample or cfg.thresholding:
-        if dtype == torch.float64:
-            return (6.5, 8.5) if cfg.thresholding else (3.0, 5.0)
-        narrow = 0.5 + 17 * EPS[torch.float64] / EPS[dtype]
-        return narrow, narrow
-    return {torch.float32: (1.5, 2.0), torch.float64: (3.0, 6.0)}.get(dtype, (0.5 + 1.5 * r, 0.5 + 2 * r))
-
-
-def check_scaled(got, want, terms, dtype, bound, what):
-    """Assert the scaled error ≤ bound (underflow and overflow as the module docstring says)."""
-    got = got.detach().cpu().double().numpy() if isinstance(got, torch.Tensor) else np.asarray(got, np.float64)
-    info = torch.finfo(dtype)
-    big = np.abs(want) >= info.max
-    assert np.all((np.sign(got[big]) == np.sign(want[big])) & (np.abs(got[big]) >= info.max)), f"{what}: overflow"
-    err = ref.scaled_error(got, want, terms + info.tiny, dtype)[~big]
-    worst = float(err.max()) if err.size else 0.0
-    key = (str(dtype), next((k for k in ("denoised", "prev", "add_noise", "get_velocity") if k in what), what))
-    WORST[key] = max(WORST.get(key, 0.0), worst)
-    assert worst <= bound * (1 + SLACK), f"{what}: max scaled error {worst:.3f} > {bound} ({dtype})"
-    return worst
 
 
 def drawn_inputs(data, dtype, shape, k=3):
@@ -160,7 +105,7 @@ def test_step_matches_reference(device, dtype, data):
     eng = TorchLCM(cfg, device=device, dtype=dtype)
     ts = set_schedule(eng, req).cpu().numpy()
     shape = data.draw(lst.shapes(min_dims=2, max_dims=4, max_side=8), label="shape")
-    bound_den, bound_prev = bounds(cfg, dtype)
+    bound_den, bound_prev = step_bounds(dtype, step_kind(cfg))
     for i, t in enumerate(ts):
         x, m, z = (v.to(device) for v in drawn_inputs(data, dtype, shape))
         out = eng.step(m, int(t), x, z, step_index=i)
@@ -224,7 +169,8 @@ def test_per_sample_last_step_is_denoised_and_distinct_rows_differ():
                         step_index=i)
         terms = ref.step_terms(cfg, m[b:b + 1], int(ts[i]), x[b:b + 1], schedule=ts.numpy(), noise=z[b:b + 1],
                                step_index=i)
-        check_scaled(out.prev_sample[b:b + 1], want.prev_sample, terms.prev_sample, torch.float32, 2.0, f"row {b}")
+        check_scaled(out.prev_sample[b:b + 1], want.prev_sample, terms.prev_sample, torch.float32,
+                     step_bounds(torch.float32)[1], f"row {b}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,8 +190,7 @@ def test_add_noise_and_get_velocity_match_reference(device, dtype, data):
     ts = data.draw(lst.timestep_batches(cfg, shape[0]), label="timesteps")
     x, z = drawn_inputs(data, dtype, shape, k=2)
     eng = TorchLCM(cfg, device=device, dtype=dtype)
-    r = EPS[torch.float32] / EPS[dtype]
-    bound = {torch.float32: 1.5, torch.float64: 3.0}.get(dtype, 0.5 + 1.5 * r)
+    bound = forward_bound(dtype)
     c = ref.sqrt_alphas_cumprod(cfg)[ts].reshape((-1,) + (1,) * (len(shape) - 1))
     d = ref.sqrt_one_minus_alphas_cumprod(cfg)[ts].reshape(c.shape)
     xd, zd = x.double().numpy(), z.double().numpy()
@@ -276,16 +221,17 @@ def test_sample_loop_matches_reference_sample():
     for i, t in enumerate(ts):
         x = eng.step(model_fn(x, t), int(t), x, noises[i] if i < 3 else None, step_index=i).prev_sample
     assert torch.equal(got, x)
-    # Step k adds ≤ 6 eps64·Σ|terms| (prev; 3 on the last, denoised) along the reference trajectory; an earlier
-    # difference δ enters step k+1 through a·x and leaves it as c·a·δ (prev) or a·δ (the last), so the final
-    # difference is ≤ Σ_k (Π_{j>k} |c_j·a_j|)·e_k with e_k the largest per-element bound of step k.
+    # Step k adds ≤ 6 eps64·Σ|terms| (prev; 3 on the last, denoised: step_bounds) along the reference trajectory;
+    # an earlier difference δ enters step k+1 through a·x and leaves it as c·a·δ (prev) or a·δ (the last), so the
+    # final difference is ≤ Σ_k (Π_{j>k} |c_j·a_j|)·e_k with e_k the largest per-element bound of step k.
     want, xr, total = None, x_T.numpy(), 0.0
     for i, t in enumerate(ts):
         z = noises[i].numpy() if i < 3 else None
         terms = ref.step_terms(cfg, outputs[int(t)], int(t), xr, schedule=ts, noise=z, step_index=i)
         a, _ = ref.denoised_coefficients(cfg, int(t))
         gain = a * (ref.noise_coefficients(cfg, int(ts[i + 1]))[0] if i < 3 else 1.0)
-        total = total * abs(gain) + (6.0 if i < 3 else 3.0) * EPS[torch.float64] * float(terms.prev_sample.max())
+        bound = step_bounds(torch.float64)[1 if i < 3 else 0]
+        total = total * abs(gain) + bound * eps(torch.float64) * float(terms.prev_sample.max())
         xr = ref.step(cfg, outputs[int(t)], int(t), xr, schedule=ts, noise=z, step_index=i).prev_sample
     want = ref.sample(cfg, lambda x, t: outputs[int(t)].numpy(), x_T.numpy(), ts, [z.numpy() for z in noises])
     assert np.array_equal(want, xr)
@@ -331,3 +277,20 @@ def test_bad_input_raises_naming_the_parameter():
         with pytest.raises(exc, match=name.replace(".", r"\.")):
             fn()
     assert ts.tolist() == [999, 759, 499, 259]
+
+
+def test_check_scaled_applies_the_bound_and_the_range_rules():
+    """check_scaled (lcm_ref.torch_impl.bounds) passes an error at the bound and fails one just past it; a result
+    the dtype cannot hold (overflow) must be ±max or ±inf of the reference's sign; an underflowed result is measured
+    against Σ|terms| + the smallest normal."""
+    want, terms = np.array([1.0, -2.0]), np.array([1.0, 2.0])
+    got = want + 1.5 * eps(torch.float32) * terms
+    assert check_scaled(got, want, terms, torch.float32, 1.5, "at the bound") == pytest.approx(1.5)
+    with pytest.raises(AssertionError, match="max scaled error"):
+        check_scaled(got, want, terms, torch.float32, 1.4, "past the bound")
+    big = np.array([7e4])
+    check_scaled(torch.tensor([float("inf")], dtype=torch.float16), big, big, torch.float16, 0.5, "overflow to inf")
+    with pytest.raises(AssertionError, match="overflow"):
+        check_scaled(torch.tensor([-float("inf")], dtype=torch.float16), big, big, torch.float16, 0.5, "wrong sign")
+    tiny = np.array([1e-8])
+    assert check_scaled(torch.zeros(1, dtype=torch.float16), tiny, tiny, torch.float16, 0.5, "underflow") < 0.5

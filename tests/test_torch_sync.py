@@ -244,14 +244,14 @@ def test_cuda_graph_captures_four_step_loop(fused):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
 def test_fused_step_matches_reference_on_cuda(dtype):
     """fused=True (one compiled kernel, FMA contraction allowed) stays within the derived bounds of
-    tests/test_torch_impl.py at every step, by host index and by per-sample step indices."""
-    from test_torch_impl import bounds, check_scaled
+    lcm_ref.torch_impl.bounds at every step, by host index and by per-sample step indices."""
+    from lcm_ref.torch_impl.bounds import check_scaled, step_bounds, step_kind
     cfg = LCMConfig()
     eng = TorchLCM(cfg, device="cuda", dtype=dtype, fused=True)
     ts = eng.set_timesteps(4).cpu().numpy()
     g = torch.Generator().manual_seed(0)
     x, m, z = (torch.randn(2, 4, 32, 32, generator=g).to(dtype) for _ in range(3))
-    bound_den, bound_prev = bounds(cfg, dtype)
+    bound_den, bound_prev = step_bounds(dtype, step_kind(cfg))
     for i, t in enumerate(ts.tolist()):
         for out in (eng.step(m.cuda(), t, x.cuda(), z.cuda(), step_index=i),
                     eng.step(m.cuda(), None, x.cuda(), z.cuda(), step_index=torch.tensor([i, i], device="cuda"))):

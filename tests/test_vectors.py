@@ -136,3 +136,26 @@ def test_a_one_ulp_change_is_a_failure_not_a_crash(tmp_path, capsys):
     assert len(res["failures"]) == 1 and "tcId 1" in res["failures"][0]
     assert cli.main(["vectors", "check", "--dir", str(d)]) == 1
     assert "FAIL steps.json tcId 1" in capsys.readouterr().out
+
+
+def test_generate_writes_into_the_current_directory_by_default(tmp_path, monkeypatch, capsys):
+    """`lcm-ref vectors generate` without --out writes ./lcm_vectors/, never into the installed package."""
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in vectors.VECTOR_DIR.iterdir()}
+    assert cli.main(["vectors", "generate"]) == 0
+    for name in ALL:
+        assert (tmp_path / "lcm_vectors" / name).read_bytes() == (vectors.VECTOR_DIR / name).read_bytes(), name
+    assert {p: p.stat().st_mtime_ns for p in vectors.VECTOR_DIR.iterdir()} == before
+
+
+def test_each_header_is_self_contained():
+    """Each file's header says what the file holds and cites the format's section; its notes explain exactly the
+    flags the file uses."""
+    for name in vectors.FILES:
+        doc = json.loads((vectors.VECTOR_DIR / name).read_text())
+        text = " ".join(doc["header"])
+        assert "docs/design.md §10" in text and "float.hex" in text
+        assert doc["testGroups"][0]["type"] in text
+        used = {f for g in doc["testGroups"] for f in g["flags"]}
+        used |= {f for g in doc["testGroups"] for t in g["tests"] for f in t["flags"]}
+        assert set(doc["notes"]) == used, name
