@@ -11,10 +11,9 @@ import numbers
 
 import numpy as np
 
+from ..config import PROFILES
 from ..errors import LCMRefError, StrictError
 from .tables import alphas_cumprod
-
-PROFILES = ("diffusers", "strict")
 
 
 def is_strict(profile) -> bool:
