@@ -9,9 +9,10 @@ import pytest
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMRefError
+from lcm_ref.numerics import eps
 from lcm_ref.studies import analogs as an
 
-EPS64 = np.finfo(np.float64).eps
+EPS64 = eps("float64")
 
 COLUMNS = {
     "table1_analog.csv": ["method", "steps", "fd", "w2"],

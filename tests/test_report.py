@@ -299,3 +299,182 @@ def test_float32_c_out_reaches_one_where_the_closed_form_says():
     r = A.first_t_c_out_is_one(10.0)
     assert r["exact_rounded_to_fp32"] == 205 and r["reference_fp64"] is None
     assert r["diffusers_fp32"] is not None and r["diffusers_fp32"] <= 205
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Format limits, figures, benchmark notes, reproducibility (issue 10, "reports that tell the truth")
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_overflow_to_the_correctly_rounded_inf_is_not_an_error():
+    """Where the exact value is beyond float16's range, an implementation that returns the correctly rounded ±inf
+    is counted as an overflow and scores 0; one that returns inf where the exact value fits is a non-finite error;
+    a subnormal result's 2⁻²⁵ rounding counts in the all-element max but not in the normal-range one."""
+    import numpy as np
+    import lcm_ref.reference as ref
+    from lcm_ref import LCMConfig
+    from lcm_ref.studies import accuracy as A
+    cfg = LCMConfig(beta_schedule="squaredcos_cap_v2")
+    grid = ref.timesteps(LCMConfig(), 50)
+
+    def exact_then_float16(cfg, schedule, i, x, m, seed):
+        z = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float16).astype(np.float64)
+        out = ref.step(cfg, m, int(schedule[i]), x, schedule=schedule, noise=z, step_index=i)
+        return A.round_to(out.prev_sample, "float16"), A.round_to(out.denoised, "float16"), z
+
+    def inf_everywhere(cfg, schedule, i, x, m, seed):
+        prev, den, z = exact_then_float16(cfg, schedule, i, x, m, seed)
+        return prev, np.full_like(den, np.inf), z
+
+    good = A.measure_step(cfg, A.Impl("rounded", "float16", exact_then_float16), grid, 0, (2, 4, 16, 16), 0)
+    assert good["overflow"] > 0 and good["nonfinite"] == 0
+    assert good["scaled_denoised_normal"] <= 0.5 and np.isfinite(good["scaled_denoised"])
+    bad = A.measure_step(cfg, A.Impl("inf", "float16", inf_everywhere), grid, 0, (2, 4, 16, 16), 0)
+    assert bad["nonfinite"] > 0 and bad["scaled_denoised"] == np.inf
+    assert A.round_to([65519.99, 65520.0, 1e-8], "float16").tolist() == [65504.0, np.inf, 0.0]
+    assert A.round_to([2.0 ** -30], "float16")[0] == 0.0 and A.smallest_normal("float16") == 2.0 ** -14
+
+
+def test_summaries_handle_results_written_before_the_overflow_column():
+    """An older GPU file (no overflow / normal-range columns) still summarizes; its non-finite count is matched
+    against this run's overflow count on the same inputs."""
+    from lcm_ref.studies import accuracy as A
+    old = [dict(impl="TorchLCM", dtype="float16", beta_schedule="squaredcos_cap_v2", prediction_type="epsilon", t=999,
+                scaled_denoised=float("inf"), scaled_prev=0.4, nonfinite=7, error="")]
+    new = [dict(old[0], scaled_denoised=0.49, scaled_denoised_normal=0.49, scaled_prev_normal=0.4, overflow=7,
+                nonfinite=0)]
+    (g,) = A.summarize(old)
+    assert g["overflow"] == "" and g["max_normal_range"] == "" and g["nonfinite"] == 7
+    (g,) = A.summarize(new)
+    assert g["overflow"] == 7 and g["max_normal_range"] == 0.49
+    assert "same set of overflow elements" in A.gpu_overflow_note(new, old)
+    assert "does not match" in A.gpu_overflow_note([dict(new[0], overflow=6)], old)
+
+
+def _figure(fn, *args):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = fn(*args)
+    fig.canvas.draw()
+    plt.close(fig)
+    return fig
+
+
+def test_analog_figures_sort_legends_numerically_and_tick_counts_at_integers():
+    """Legends list k = 1, 5, 10, 20, 50 in that order; step and iteration axes carry integer ticks only."""
+    from lcm_ref.studies import analogs as an
+    ks = [dict(skipping_step=k, iteration=i, fd=0.1 / (1 + i + k), w2=0.1, paired_rms=0.1, paired_median=0.1)
+          for k in (1, 10, 20, 5, 50) for i in (0, 150, 300)]
+    fig = _figure(an.plot_skipping_step, ks)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [f"k = {k}" for k in (1, 5, 10, 20, 50)]
+    sp = [dict(spacing=s, original_inference_steps=50, method="lcm_exact", steps=n, fd=0.01 * n)
+          for s in ("lcm", "trailing") for n in (1, 2, 4)]
+    t1 = [dict(method=m, steps=n, fd=1.0 / n, w2=1.0 / n) for m in ("ddim", "lcm_exact") for n in (1, 2, 4, 8)]
+    for fig in (_figure(an.plot_spacing, sp), _figure(an.plot_table1, t1), _figure(an.plot_skipping_step, ks)):
+        for ax in fig.axes:
+            ticks = [v for v in ax.get_xticks() if ax.get_xlim()[0] <= v <= ax.get_xlim()[1]]
+            assert ticks and all(float(v).is_integer() for v in ticks), ticks
+    assert [t.get_text() for t in _figure(an.plot_table1, t1).axes[0].get_xticklabels()] == ["1", "2", "4", "8"]
+
+
+def test_scaling_sweep_figure_shows_the_float32_transitions():
+    """The main panel ends near 10⁴⁰ (the decades up to 10³⁰⁰ go to a narrow second panel) and marks both float32
+    overflows — u² near s = 1.8e16, u near 3.4e35 for t = 999 — as bands, with their values on a top axis."""
+    import math
+    from lcm_ref.studies import accuracy as A
+    sweep = [dict(timestep_scaling=10.0 ** e, impl=i, dtype=d, max_scaled_denoised=1.0, error="")
+             for e in (-3, 0, 17, 38, 300) for i, d in (("diffusers", "float32"), ("TorchLCM", "float16"))]
+    fig = _figure(A.plot_scaling_sweep, sweep)
+    main = fig.axes[0]
+    assert main.get_xlim()[1] < 50 and fig.axes[1].get_xlim()[1] > 300
+    lo = {name: math.log10(v[0]) for name, v in A.float32_overflow_scalings([999, 139]).items()}
+    assert [round(v, 1) for v in lo.values()] == [16.3, 35.5]
+    labels = [t.get_text() for t in main.get_legend().get_texts()]
+    assert sum("overflows" in t for t in labels) == 2
+    (top,) = main.child_axes                      # the secondary x axis on top
+    assert [t.get_text() for t in top.get_xticklabels()] == ["s = 1.8e+16", "s = 3.4e+35"]
+
+
+def test_float16_and_bfloat16_are_drawn_apart():
+    """The accuracy figure distinguishes every implementation by marker and dash, and shifts float16 / bfloat16
+    apart, so a line exactly under another stays visible."""
+    from lcm_ref.studies import accuracy as A
+    f16, bf16 = A.IMPL_STYLES[("TorchLCM", "float16")], A.IMPL_STYLES[("TorchLCM", "bfloat16")]
+    assert f16["marker"] != bf16["marker"] and f16["ls"] != bf16["ls"] and f16["dx"] != bf16["dx"]
+    styles = {(s["marker"], s["ls"]) for s in A.IMPL_STYLES.values()}
+    assert len(styles) == len(A.IMPL_STYLES)
+
+
+def test_benchmark_notes_say_why_a_target_is_missed():
+    """Every unmet target gets a reason computed from the rows: a speedup ceiling below the target, time besides
+    the draw, or a copy kernel that cannot reach the roofline target either; met rows keep their note as is."""
+    from lcm_ref.studies import bench
+    rows = [
+        dict(benchmark="step, noise drawn inside", shape="s", ours_us=52.0, diffusers_us=229.0, speedup=4.4,
+             limit="randn alone", limit_us=10.0, ratio_to_limit=5.2, met="no", note="ceiling"),
+        dict(benchmark="step, noise given", shape="s", ours_us=39.0, diffusers_us=207.0, speedup=5.3,
+             limit="one pass x + b*y", limit_us=7.0, ratio_to_limit=5.6, met="yes", note=""),
+        dict(benchmark="per-sample timesteps, B=64, noise given", shape="b", ours_us=3000.0, diffusers_us=3450.0,
+             speedup=1.15, limit="one pass x + b*y", limit_us=400.0, met="no", note=""),
+        dict(benchmark="fp16 step vs memory roofline, fused, CUDA graph", shape="r", roofline_pct=42.8,
+             limit="5 MiB at copy bandwidth 4140 GB/s", met="no", note=""),
+        dict(benchmark="same-bytes copy kernel (practical ceiling), CUDA graph", shape="r", roofline_pct=40.5,
+             met="", note=""),
+    ]
+    out = bench.annotate(rows)
+    assert out[0]["note"].startswith("ceiling; 5.20× randn > 1.3") and "39 µs" in out[0]["note"]
+    assert out[1]["note"] == ""
+    assert "not reachable on this machine" in out[2]["note"] and "8.62×" in out[2]["note"]
+    assert "40.5%" in out[3]["note"] and "not reachable" in out[3]["note"]
+    assert bench.annotate(out) == out
+    assert all(r["note"] for r in out if r["met"] == "no")
+
+
+def test_benchmark_device_names_the_threads_it_ran_with():
+    import torch
+    from lcm_ref.studies import bench
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert bench.device_name("cpu").endswith(", 1 intra-op thread")
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_reproducibility_checker(tmp_path):
+    """compare() passes a copy and differences within each family's tolerance, and flags one beyond it; every CSV
+    the reports write belongs to a family."""
+    import shutil
+    from lcm_ref.studies import reproducibility as R
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    (a / "table1_analog.csv").write_text("method,steps,fd,w2\nddim_lcm_timesteps,2,0.5020389012,0.5\n"
+                                         "lcm_student,2,0.0059,0.088\nlcm_exact,2,0.00175,0.094\n")
+    (a / "behaviour_selection.csv").write_text("n,x\n4,999 759\n")
+    shutil.copytree(a, b)
+    assert R.compare(a, b) == []
+    (b / "table1_analog.csv").write_text("method,steps,fd,w2\nddim_lcm_timesteps,2,0.5020387762,0.5\n"
+                                         "lcm_student,2,0.00591,0.088\nlcm_exact,2,0.00175000001,0.094\n")
+    bad = R.compare(a, b)
+    assert [(d["row"], d["family"]) for d in bad] == [(4, "testbed, float64")]
+    (b / "behaviour_selection.csv").write_text("n,x\n4,999 758\n")
+    assert any(d["file"] == "behaviour_selection.csv" for d in R.compare(a, b))
+    data = Path(report.ROOT) / "reports" / "data"
+    unlisted = [p.name for p in data.glob("*.csv") if "cuda" not in p.name and p.name.startswith(
+        ("accuracy", "behaviour", "bench", "scaling", "table1", "skipping", "guidance", "spacing", "endpoint",
+         "timestep", "report")) and R.family_of(p.name, {}) is None]
+    assert not unlisted
+    assert "## Reproducibility" in R.index_markdown()
+
+
+def test_tracked_reports_are_not_ignored():
+    """reports/ is generated and committed: no tracked file under it matches a .gitignore pattern."""
+    import shutil
+    import subprocess
+    if shutil.which("git") is None or not (Path(report.ROOT) / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "reports"], cwd=report.ROOT, capture_output=True, text=True).stdout
+    assert tracked.split()
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=report.ROOT, input=tracked,
+                             capture_output=True, text=True).stdout
+    assert ignored.split() == []

@@ -18,8 +18,6 @@ Common set-up (all seeds fixed):
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +29,12 @@ from .. import reference as ref
 from .. import testbed as tb
 from ..config import LCMConfig
 from ..errors import LCMRefError
-from ..numerics import write_atomic
+from ..numerics import write_csv as write_csv_atomic
 
 __all__ = ["ANALOG_CFG", "STUDENT_CFG", "STEPS", "Sizes", "FULL", "FAST", "mixture", "write_csv",
-           "table1", "skipping_step", "guidance", "spacing", "timestep_scaling_samples", "endpoint", "run_all"]
+           "table1", "skipping_step", "guidance", "spacing", "timestep_scaling_samples", "endpoint", "run_all",
+           "plot_lines", "count_ticks", "plot_skipping_step", "plot_table1", "plot_guidance", "plot_spacing",
+           "plot_timestep_scaling_samples"]
 
 ANALOG_CFG = LCMConfig()
 STUDENT_CFG = ANALOG_CFG.replace(prediction_type="v_prediction")
@@ -68,17 +68,15 @@ def mixture() -> tb.GaussianMixture:
 
 
 def write_csv(rows, name, out_dir=DEFAULT_OUT):
-    """Write rows (dicts with the same keys, in column order) to ``out_dir/name`` via a temporary file and
-    ``os.replace`` (never a half-written file). Returns the path."""
+    """Write rows (dicts with the same keys, in column order) to ``out_dir/name`` atomically
+    (``numerics.write_csv``: never a half-written file). Returns the path."""
     if not rows:
         raise LCMRefError("rows", rows, "a non-empty list of dicts")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)           # raises ValueError on a row with another key, before anything is written
-    path = Path(out_dir) / name
-    write_atomic(path, buf.getvalue().encode())
-    return path
+    columns = list(rows[0])
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    if extra:                   # refused before anything is written
+        raise LCMRefError("rows", f"keys {extra}", f"the first row's keys {columns}")
+    return write_csv_atomic(rows, Path(out_dir) / name, columns)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,6 +320,124 @@ def endpoint(out_dir=DEFAULT_OUT, fast=False, progress=True):
                  "mean_abs_diff": ""})
     write_csv(rows, "endpoint.csv", out_dir)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Figures of notebooks/paper_figures.ipynb and timestep_scaling.ipynb (each returns its matplotlib figure)
+# ---------------------------------------------------------------------------------------------------------------
+
+#: columns that count something (steps, iterations, a skipping step): their axes get integer ticks only
+COUNT_COLUMNS = ("steps", "iteration", "skipping_step")
+#: how a numeric group is named in a legend
+LABELS = {"skipping_step": "k"}
+
+
+def _group_key(g):
+    """Numbers in numeric order (1, 5, 10, 20, 50, not 1, 10, 20, 5, 50), then strings in alphabetical order."""
+    return (0, float(g), "") if isinstance(g, (int, float)) and not isinstance(g, bool) else (1, 0.0, str(g))
+
+
+def _label(group, g):
+    return g if isinstance(g, str) else f"{LABELS.get(group, group)} = {g:g}"
+
+
+def count_ticks(ax, values, axis="x"):
+    """Ticks of a count axis at integers only: at the values themselves when there are few (1, 2, 4, 8 on a log
+    axis too, written as plain integers), else matplotlib's integer locator."""
+    import matplotlib.ticker as mt
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    vals = sorted({int(v) for v in values})
+    if len(vals) <= 10:
+        which.set_major_locator(mt.FixedLocator(vals))
+        which.set_minor_locator(mt.NullLocator())
+        which.set_major_formatter(mt.FuncFormatter(lambda v, _: f"{v:.0f}"))
+    else:
+        which.set_major_locator(mt.MaxNLocator(integer=True))
+
+
+def plot_lines(ax, rows, x, y, group, *, logy=False, logx=False, legend=True):
+    """One line of ``y`` against ``x`` per value of ``group``, groups in numeric order; integer ticks when ``x`` is
+    a count (``COUNT_COLUMNS``)."""
+    for g in sorted({r[group] for r in rows}, key=_group_key):
+        pts = sorted((r[x], r[y]) for r in rows if r[group] == g)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=_label(group, g))
+    ax.set(xlabel=x, ylabel=y, yscale="log" if logy else "linear")
+    if logx:
+        ax.set_xscale("log", base=2)
+    if x in COUNT_COLUMNS:
+        count_ticks(ax, [r[x] for r in rows])
+    if legend:
+        ax.legend(fontsize=7)
+
+
+def plot_skipping_step(rows):
+    """Fig. 3 analog: fd, w2 and paired_rms of the 4-step student along distillation, one line per k."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, y in zip(axes, ("fd", "w2", "paired_rms")):
+        plot_lines(ax, rows, "iteration", y, "skipping_step", logy=True)
+    fig.suptitle("4-step samples of the student along distillation, per skipping step k")
+    fig.tight_layout()
+    return fig
+
+
+def plot_table1(rows):
+    """Table 1 analog: fd and w2 against steps (1, 2, 4, 8), one line per method; dotted: the data floor."""
+    import matplotlib.pyplot as plt
+    floor = next((r for r in rows if r["method"] == "data"), None)
+    runs = [r for r in rows if r["method"] != "data"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, y in zip(axes, ("fd", "w2")):
+        plot_lines(ax, runs, "steps", y, "method", logy=True, logx=True)
+        if floor:
+            ax.axhline(floor[y], color="k", lw=0.7, ls=":")
+    fig.suptitle("dotted: an independent data sample (the metrics' sampling-noise floor)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_guidance(rows):
+    """Fig. 4 analog: class-conditional FD and class accuracy against ω, one line per step count."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    plot_lines(axes[0], rows, "omega", "fd", "steps", logy=True)
+    plot_lines(axes[1], rows, "omega", "accuracy", "steps")
+    axes[0].set_title("FD to p(x | c), mean over classes")
+    axes[1].set_title("class accuracy (the CLIP-score analog)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_spacing(rows):
+    """Spacing analog: fd against steps per origin-grid spacing, one panel per (method, original_inference_steps)."""
+    import matplotlib.pyplot as plt
+    panels = sorted({(r["method"], r["original_inference_steps"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), sharey=True, squeeze=False)
+    for ax, (method, orig) in zip(axes[0], panels):
+        plot_lines(ax, [r for r in rows if (r["method"], r["original_inference_steps"]) == (method, orig)],
+                   "steps", "fd", "spacing", logy=True)
+        ax.set_title(f"{method}, original_inference_steps={orig}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_timestep_scaling_samples(rows):
+    """|sample − ideal sample| against timestep_scaling (log-log), per step count: mean (line) and max (triangles);
+    dashed: the measured mean at the largest s carried back along 1/s²."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for n in sorted({r["steps"] for r in rows}):
+        rs = sorted((r for r in rows if r["steps"] == n), key=lambda r: r["timestep_scaling"])
+        s = np.array([r["timestep_scaling"] for r in rs])
+        word = "step" if n == 1 else "steps"
+        line, = ax.loglog(s, [r["mean_abs_err"] for r in rs], "o-", label=f"{n} {word}: mean |δx|")
+        ax.loglog(s, [r["max_abs_err"] for r in rs], "^", color=line.get_color(), ms=4, label=f"{n} {word}: max |δx|")
+        ax.loglog(s, rs[-1]["mean_abs_err"] * (s[-1] / s) ** 2, "--", color=line.get_color(), lw=0.8)
+    ax.axvline(10.0, color="grey", lw=0.5, ls=":")
+    ax.set(xlabel="timestep_scaling s (dotted: 10, the released value)", ylabel="|sample − ideal sample|")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 ANALOGS = {

@@ -187,7 +187,9 @@ def step_rows(device, repeats):
 
 
 def batch_rows(device, repeats, fast):
-    """Per-sample timesteps: one call with B = 64 step indices against 64 diffusers calls."""
+    """Per-sample timesteps: one call with B = 64 step indices against 64 diffusers calls; the floors beside them
+    (``torch.randn`` of the whole batch for the noise-drawn row, one elementwise pass for the noise-given row) bound
+    the speedup any implementation could reach."""
     dfs = _diffusers()
     rows = []
     for per in PER_SAMPLE[:1] if fast else PER_SAMPLE:
@@ -200,7 +202,9 @@ def batch_rows(device, repeats, fast):
         idx = torch.tensor(idx_host, device=device)
         gen = torch.Generator(device).manual_seed(3)
         fns = {"ours_given": lambda: eng.step(m, None, x, z, step_index=idx),
-               "ours_drawn": lambda: eng.step(m, None, x, generator=gen, step_index=idx)}
+               "ours_drawn": lambda: eng.step(m, None, x, generator=gen, step_index=idx),
+               "randn": lambda: torch.randn(shape, generator=gen, device=device),
+               "axpy": lambda: torch.add(x, m, alpha=0.5)}
         if dfs is not None:
             sched = dfs.LCMScheduler()
             sched.set_timesteps(8, device=device)
@@ -217,11 +221,13 @@ def batch_rows(device, repeats, fast):
                     theirs_drawn()
             fns.update(theirs_drawn=theirs_drawn, theirs_given=theirs_given)
         t = {k: v * 1e6 for k, v in measure(fns, device, max(5, repeats // 3)).items()}
-        for kind in ("given", "drawn"):
+        for kind, floor, limit in (("given", "axpy", "one pass x + b*y"), ("drawn", "randn", "randn alone")):
             r = _row(benchmark=f"per-sample timesteps, B={BATCH}, noise {kind}", shape=_shape(shape),
                      dtype="float32", ours_us=t[f"ours_{kind}"], diffusers_us=t.get(f"theirs_{kind}", math.nan),
-                     target=f">= {TARGETS['batch']}x {BATCH} diffusers calls")
+                     limit=limit, limit_us=t[floor], target=f">= {TARGETS['batch']}x {BATCH} diffusers calls")
             r["met"] = _met(r["speedup"] >= TARGETS["batch"] if dfs else None)
+            if dfs is not None:   # ours cannot be faster than its floor: diffusers / floor bounds the speedup
+                r["note"] = f"speedup ceiling: diffusers / {limit} = {t[f'theirs_{kind}'] / t[floor]:.2f}"
             rows.append(r)
     return rows
 
@@ -378,6 +384,8 @@ def accuracy_rows(device="cpu", shape=(1, 4, 32, 32), steps=8):
 
 
 def device_name(device):
+    """"cuda: <GPU name>", or "cpu: <CPU model>, N intra-op thread(s)" with torch's thread count at the call (inside
+    ``run_benchmarks``: the count the benchmarks run with)."""
     if torch.device(device).type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     cpu = platform.processor() or platform.machine()
@@ -386,10 +394,14 @@ def device_name(device):
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return f"cpu: {cpu} ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu: {cpu}, {n} intra-op thread{'' if n == 1 else 's'}"
 
 
-def run_benchmarks(device="cpu", fast=False, progress=False, threads=1) -> list:
+THREADS = 1     #: torch intra-op threads ``run_benchmarks`` sets by default (both sides)
+
+
+def run_benchmarks(device="cpu", fast=False, progress=False, threads=THREADS) -> list:
     """All timing rows for ``device`` (dicts with the keys of COLUMNS); ``fast``: fewer repeats, no compiled
     variants, one per-sample shape. ``threads``: torch's intra-op threads during the run (restored after; None
     keeps torch's setting). One by default: both sides get the same count, and on a small shared machine OpenMP
@@ -416,6 +428,110 @@ def run_benchmarks(device="cpu", fast=False, progress=False, threads=1) -> list:
     finally:
         torch.set_num_threads(saved)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Reading the rows: why a target is not met, and the figure
+# ---------------------------------------------------------------------------------------------------------------------
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _ceiling(row):
+    """diffusers / the row's floor (limit): no implementation that does at least the floor's work is faster."""
+    return _num(row.get("diffusers_us")) / _num(row.get("limit_us"))
+
+
+def explain(row, rows) -> str:
+    """Why ``row``'s target is not met ("" if it is met or has none), from the numbers of ``rows`` (one run: a live
+    run or a results file such as ``bench_cuda.csv``). The reasons are the limits measured beside each row:
+
+    - a speedup target above the ceiling diffusers / floor (the floor being ``torch.randn`` of the same shape when
+      the noise is drawn, one elementwise pass when it is given) cannot be met on that machine by any step;
+    - a step above its randn floor: how much time the step spends besides the draw, beside its noise-given twin,
+      and, where it exists, the CUDA-graph row that removes the per-call overhead;
+    - a roofline target above what a plain copy kernel of the same bytes reaches (the "practical ceiling" row)."""
+    if row.get("met") != "no":
+        return ""
+    name, shape = str(row.get("benchmark", "")), row.get("shape")
+    speedup, ratio, ceiling = _num(row.get("speedup")), _num(row.get("ratio_to_limit")), _ceiling(row)
+    why = []
+    if name.startswith(("step,", "per-sample")):
+        target = TARGETS["batch"] if name.startswith("per-sample") else TARGETS["speedup"]
+        if speedup < target:
+            if ceiling < target:
+                why.append(f"speedup {speedup:.2f} < {target:g}: not reachable on this machine, where even a step "
+                           f"that cost only its floor ({row.get('limit')}) would be at most {ceiling:.2f}× faster "
+                           "than diffusers")
+            elif math.isnan(ceiling):
+                why.append(f"speedup {speedup:.2f} < {target:g} (no floor measured in this file)")
+            else:
+                why.append(f"speedup {speedup:.2f} < {target:g} although the floor allows {ceiling:.2f}: "
+                           f"ours takes {ratio:.2f}× its floor")
+        if name.startswith("step, noise drawn") and ratio > TARGETS["randn"]:
+            given = next((r for r in rows if str(r.get("benchmark")) == "step, noise given"
+                          and r.get("shape") == shape), {})
+            loop = next((r for r in rows if str(r.get("benchmark", "")).endswith("fused, CUDA graph")
+                         and str(r.get("benchmark", "")).startswith("4-step loop")), None)
+            g_ours, g_floor = _num(given.get("ours_us")), _num(given.get("limit_us"))
+            reason = (f"{ratio:.2f}× randn > {TARGETS['randn']:g}: besides the draw the step spends "
+                      f"{_num(row.get('ours_us')) - _num(row.get('limit_us')):.3g} µs on its arithmetic and calls "
+                      f"(with the noise given it takes {g_ours:.3g} µs, {g_ours / g_floor:.1f}× one elementwise pass)")
+            if loop is not None:
+                reason += (f"; fused inside a CUDA graph, without per-call overhead, a step takes "
+                           f"{_num(loop.get('ours_us')):.3g} µs")
+            why.append(reason)
+    elif "roofline" in name:
+        copy = next((r for r in rows if str(r.get("benchmark", "")).startswith("same-bytes copy kernel")), None)
+        pct, copy_pct = _num(row.get("roofline_pct")), _num(copy.get("roofline_pct")) if copy else math.nan
+        if "CUDA graph" not in name:
+            why.append(f"{pct:.3g}% of roofline: launch-bound (launching the step's kernels from Python costs more "
+                       f"than moving {row.get('limit', '').split(' at ')[0]}); see the CUDA-graph row")
+        elif copy_pct < TARGETS["roofline"] * 100:
+            why.append(f"{pct:.3g}% of roofline: a plain copy kernel moving the same bytes reaches {copy_pct:.3g}% "
+                       f"here (kernel launch and ramp-up dominate at this size), so "
+                       f"{TARGETS['roofline']:.0%} is not reachable; the step is at {pct / copy_pct:.0%} of that "
+                       "practical ceiling")
+        else:
+            why.append(f"{pct:.3g}% of roofline, below the copy kernel's {copy_pct:.3g}%")
+    return "; ".join(why)
+
+
+def annotate(rows) -> list:
+    """Copies of ``rows`` whose ``note`` also says why an unmet target is not met (``explain``), for display: the
+    CSV files keep the measured note only."""
+    out = []
+    for r in rows:
+        why = explain(r, rows)
+        note = str(r.get("note") or "")
+        out.append({**r, "note": note if why in note else "; ".join(p for p in (note, why) if p)})
+    return out
+
+
+def plot(rows, title):
+    """speedup (diffusers / TorchLCM) and ratio_to_limit (TorchLCM / limit) per benchmark row, log scale. Returns
+    the figure (None if no row has a speedup)."""
+    import matplotlib.pyplot as plt
+    rows = [r for r in rows if math.isfinite(_num(r.get("speedup")))]
+    if not rows:
+        return None
+    labels = [f"{r['benchmark']} {r['shape']}" for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.4), sharey=True)
+    axes[0].barh(labels, [_num(r["speedup"]) for r in rows], color="tab:blue")
+    axes[0].axvline(1.0, color="k", lw=0.6)
+    axes[0].set(xscale="log", title="speedup = diffusers / TorchLCM (> 1: TorchLCM faster)")
+    axes[1].barh(labels, [_num(r.get("ratio_to_limit")) for r in rows], color="tab:orange")
+    axes[1].axvline(1.0, color="k", lw=0.6)
+    axes[1].set(xscale="log", title="ratio_to_limit = TorchLCM / limit (1: at the limit)")
+    axes[0].invert_yaxis()
+    axes[0].tick_params(axis="y", labelsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -453,7 +569,9 @@ def write_outputs(rows, accuracy, out_dir, device):
           f"Device: **{head['device']}**; torch {head['torch_version']}, diffusers {head['diffusers_version']}, "
           f"Python {platform.python_version()}, {platform.platform()}.", "",
           "Times are medians (µs) over interleaved rounds; speedup = diffusers / ours; ratio_to_limit = ours / "
-          "limit; roofline_pct = time at the measured copy bandwidth / ours.", "", markdown_table(rows), "",
+          "limit; roofline_pct = time at the measured copy bandwidth / ours; `note` says why an unmet target is not "
+          "met.",
+          "", markdown_table(annotate(rows)), "",
           "## Accuracy (max scaled error, docs/design.md §8, float32, 8-step schedule)", "", markdown_table(accuracy), ""]
     write_atomic(out / f"bench{suffix}.md", "\n".join(md))
     return [out / f"bench{suffix}.csv", out / f"bench{suffix}_accuracy.csv", out / f"bench{suffix}.md"]

@@ -33,12 +33,13 @@ from typing import NamedTuple
 
 from ..errors import LCMRefError
 from ..numerics import markdown_table, write_atomic, write_csv
+from . import reproducibility
 
 #: The notebooks in reading order (others found in the folder follow, sorted by name).
-ORDER = ("scheduler_behaviour", "reference_vs_gpu", "timestep_scaling", "paper_figures", "benchmarks")
+ORDER = ("scheduler_behaviour", "reference_vs_gpu", "timestep_scaling", "paper_figures", "benchmarks", "conformance")
 SEED = 0                    #: the seed every notebook passes to its random draws (LCM_REF_SEED)
 CELL_TIMEOUT_S = 1800       #: per-cell limit; the whole full run is meant to take minutes
-CARRIED = ("data/*cuda*",)  #: files of the previous reports that a full run keeps (GPU results made elsewhere)
+CARRIED = ("data/*cuda*", "data/conformance/*")  #: files a full run keeps: GPU results made elsewhere, make conformance's
 RUNS_CSV = "data/report_runs.csv"
 ROOT = Path(__file__).resolve().parents[2]   #: the repository root, in a checkout (not in a wheel install)
 
@@ -275,8 +276,8 @@ def _write_index(out: Path, env: dict, fast: bool):
              f"## Environment of the last run ({'fast' if fast else 'full'} mode)", "",
              md_table([{"": k, "value": v} for k, v in env.items()]),
              f"Seeds: every notebook draws its random inputs from seed {SEED} (`LCM_REF_SEED`); the testbed, the "
-             "distillation and the benchmarks use the fixed seeds documented in their modules. Reruns give identical "
-             "numbers (timings aside).", ""]
+             "distillation and the benchmarks use the fixed seeds documented in their modules.", "",
+             reproducibility.index_markdown(), ""]
     write_atomic(out / "README.md", "\n".join(lines).encode())
 
 
