@@ -14,7 +14,7 @@ STAMP    := $(VENV)/.installed
 STAMP026 := $(VENV026)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-026 test test-main test-026 report report-fast bench mutants docs clean
+.PHONY: install install-026 test test-main test-026 report report-fast bench mutants docs clean conformance paper
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -52,6 +52,10 @@ report-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/lcm-ref bench
 
+# The learned testbed's networks (resumable; into lcm_ref/testbed/digits/): make report only evaluates them.
+paper: $(STAMP)
+	$(BIN)/lcm-ref paper train
+
 # The oracle's kill table: every fault-injected scheduler of lcm_ref.oracle.mutants must be caught.
 mutants: $(STAMP)
 	$(BIN)/python -m lcm_ref.oracle.mutants
@@ -63,3 +67,30 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VENV026) .hypothesis .pytest_cache build *.egg-info
+
+# The diffusers version matrix (docs/design.md §9, §13): one cached environment per release under
+# $(CONFORMANCE_VENVS) (created if missing, reused otherwise; torch pinned by a constraints file so that no CUDA build
+# is pulled; releases up to 0.27 need huggingface_hub<0.26, whose cached_download they import), lcm_ref taken from
+# this checkout; then lcm_ref.studies.conformance runs conform on each release's LCMScheduler, TCDScheduler (0.27 on)
+# and lcm_ref's drop-in in float32 and float16, 2 processes at a time, into reports/data/conformance/.
+CONFORMANCE_VENVS    ?= $(HOME)/.cache/lcm_ref/venvs
+CONFORMANCE_VERSIONS ?= 0.22.0 0.23.1 0.24.0 0.25.1 0.26.3 0.27.2 0.31.0 0.32.2 0.42.1
+CONFORMANCE_JOBS     ?= 2
+CONFORMANCE_OUT      ?= reports/data/conformance
+
+conformance: $(STAMP)
+	mkdir -p $(CONFORMANCE_VENVS)
+	echo '$(TORCH)' > $(CONFORMANCE_VENVS)/constraints.txt
+	@for v in $(CONFORMANCE_VERSIONS); do \
+	  d=$(CONFORMANCE_VENVS)/diffusers-$$v; \
+	  case $$v in 0.2[2-7].*) hub='huggingface_hub<0.26';; *) hub=;; esac; \
+	  test -f $$d/.lcm_ref-ready || { \
+	    echo "conformance: environment for diffusers $$v"; \
+	    { test -x $$d/bin/python || $(PYTHON) -m venv $$d; } && \
+	    $$d/bin/python -m pip install -q -c $(CONFORMANCE_VENVS)/constraints.txt $(TORCH) && \
+	    $$d/bin/python -m pip install -q -c $(CONFORMANCE_VENVS)/constraints.txt "diffusers==$$v" $$hub \
+	      numpy scipy mpmath hypothesis && \
+	    touch $$d/.lcm_ref-ready; } || exit 1; \
+	done
+	$(BIN)/python -m lcm_ref.studies.conformance --venvs $(CONFORMANCE_VENVS) --jobs $(CONFORMANCE_JOBS) \
+		--out $(CONFORMANCE_OUT) --versions $(CONFORMANCE_VERSIONS)

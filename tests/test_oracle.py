@@ -17,6 +17,7 @@ from lcm_ref.oracle import mutants
 from lcm_ref.oracle import budget, strategies as lst
 from lcm_ref.oracle.noise import NoiseTap
 from lcm_ref.torch_impl import LCMScheduler as TorchLCMScheduler
+from lcm_ref.torch_impl.bounds import SLACK, forward_bound, step_bounds
 
 EPS32 = 2.0 ** -23
 
@@ -78,11 +79,13 @@ def test_torch_impl_is_more_accurate_than_the_float32_budget():
     """The torch implementation's float64 tables keep it within its own derived float32 bounds of the reference
     (far inside the oracle's float32-table budget, which diffusers needs)."""
     report = oracle.check(TorchLCMScheduler, dtype=torch.float32, max_examples=40)
-    # tests/test_torch_impl.py's module docstring: float32 denoised 1.5 (3u on each term), prev 2.0 (4u), add_noise
-    # and get_velocity 1.5; clip / threshold ≈ 0.5, below these; (1 + 2⁻²⁰) for the neglected second-order terms
-    for q, bound in (("denoised", 1.5), ("prev_sample", 2.0), ("add_noise", 1.5), ("get_velocity", 1.5)):
+    # lcm_ref.torch_impl.bounds: float32 denoised 1.5 (3u on each term), prev 2.0 (4u), add_noise and get_velocity
+    # 1.5; clip / threshold ≈ 0.5, below these; (1 + SLACK) for the neglected second-order terms
+    den, prev = step_bounds(torch.float32)
+    fwd = forward_bound(torch.float32)
+    for q, bound in (("denoised", den), ("prev_sample", prev), ("add_noise", fwd), ("get_velocity", fwd)):
         row = report.rows[q]
-        assert row.compared > 0 and row.max_scaled <= bound * (1 + 2.0 ** -20), (q, row)
+        assert row.compared > 0 and row.max_scaled <= bound * (1 + SLACK), (q, row)
 
 
 def test_strict_profile_flags_diffusers_quirks():
@@ -196,18 +199,19 @@ def test_default_draws_are_valid_diffusers_inputs(data):
 
 
 def _conformance(env, *args):
-    env = dict(os.environ, LCM_REF_EXAMPLES="5", **env)
+    env = {**os.environ, "LCM_REF_EXAMPLES": "5", **env}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
                            "--pyargs", "lcm_ref.conformance", *args], env=env, capture_output=True, text=True,
                           cwd=os.path.dirname(__file__) + "/..", timeout=300)
 
 
 def test_conformance_suite_catches_a_mutant_and_honours_xfail():
-    """`pytest --pyargs lcm_ref.conformance` with LCM_REF_IMPL: a wrong get_velocity fails its test and the
-    vectors; LCM_REF_XFAIL marks the listed test xfail; --lcm-* options work through the installed pytest11 plugin."""
-    r = _conformance({"LCM_REF_IMPL": "lcm_ref.oracle.mutants:VelocitySign", "LCM_REF_XFAIL": "get_velocity"},
-                     "--lcm-dtype=float64")
-    assert "3 passed" in r.stdout and "1 failed" in r.stdout and "1 xfailed" in r.stdout, r.stdout + r.stderr
+    """`pytest --pyargs lcm_ref.conformance` with LCM_REF_IMPL: one test per concern (lcm_ref.oracle.conform), and
+    the vectors; a wrong get_velocity fails its concern's test and the vectors, the 16 other concerns pass;
+    LCM_REF_XFAIL marks the listed concern xfail; --lcm-* options work through the installed pytest11 plugin."""
+    r = _conformance({"LCM_REF_IMPL": "lcm_ref.oracle.mutants:VelocitySign", "LCM_REF_XFAIL": "get_velocity",
+                      "LCM_REF_EXAMPLES": "2"}, "--lcm-dtype=float64", "--lcm-tables=float32")
+    assert "16 passed" in r.stdout and "1 failed" in r.stdout and "1 xfailed" in r.stdout, r.stdout + r.stderr
     assert "test_vectors[float64]" in r.stdout
 
 

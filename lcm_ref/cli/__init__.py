@@ -21,11 +21,14 @@ import sys
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "timesteps": ("lcm_ref.cli.timesteps", "print the schedule with ᾱ, c_skip, c_out and noise level per step"),
+    "conform": ("lcm_ref.cli.conform", "judge a scheduler (module:attr) on every conformance concern, each on its "
+                "own: pass / fail / unsupported / not_observable"),
     "check": ("lcm_ref.cli.check", "check a scheduler (module:attr) against the reference; stops at the first "
               "difference"),
     "vectors": ("lcm_ref.cli.vectors", "generate or check the golden vectors"),
     "bench": ("lcm_ref.cli.bench", "benchmark lcm_ref's torch scheduler against diffusers' (ratios, same run)"),
     "report": ("lcm_ref.cli.report", "execute the notebooks into a report folder"),
+    "paper": ("lcm_ref.cli.paper", "train the learned testbed's networks (the paper's figures on 8×8 digits)"),
 }
 
 

@@ -1,40 +1,30 @@
-"""The conformance tests: one per part of the oracle, and the golden vectors. Each prints the oracle's report."""
+"""The conformance tests: one per concern of ``lcm_ref.oracle.conform`` (docs/design.md §9.2), and the golden
+vectors. Each prints its concern's report."""
 
+import pytest
 import torch
 
-from lcm_ref import oracle
-
 from lcm_ref.oracle import vectors
+from lcm_ref.oracle.conform import CONCERNS, DESCRIPTIONS, conform
 
 
-def _check(impl, settings, dtype, parts):
+@pytest.mark.parametrize("concern", CONCERNS)
+def test_concern(impl, settings, dtype, concern):
+    """One concern, judged on its own: fail fails the test, unsupported / not_observable skip it with the reason."""
     path, factory = impl
-    report = oracle.check(factory, dtype=dtype, parts=parts, impl=path, **settings)
+    report = conform(factory, dtype=dtype, concerns=[concern], impl=path, **settings)
     print(report)
-
-
-def test_timesteps(impl, settings, dtype):
-    """set_timesteps: the timesteps exactly, and the reference's exception class on rejected requests."""
-    _check(impl, settings, dtype, ("timesteps",))
-
-
-def test_step(impl, settings, dtype):
-    """Every step of whole multistep runs: denoised and prev_sample within the budget, same noise."""
-    _check(impl, settings, dtype, ("step",))
-
-
-def test_add_noise(impl, settings, dtype):
-    """add_noise (the forward process) within the budget."""
-    _check(impl, settings, dtype, ("add_noise",))
-
-
-def test_get_velocity(impl, settings, dtype):
-    """get_velocity (the v-prediction target) within the budget."""
-    _check(impl, settings, dtype, ("get_velocity",))
+    result = report[concern]
+    if result.verdict == "fail":
+        cause = f"\nlikely cause: {result.likely_cause}" if result.likely_cause else ""
+        pytest.fail(f"{concern} ({DESCRIPTIONS[concern]}): FAIL\n{result.detail}{cause}\n"
+                    f"reproduce:\n{result.reproduce}", pytrace=False)
+    if result.verdict in ("unsupported", "not_observable"):
+        pytest.skip(f"{concern}: {result.verdict}: {result.detail}")
 
 
 def test_vectors(impl, settings, dtype):
-    """The golden vectors (lcm_ref/vectors) within the budget; quirk cases skipped."""
+    """The golden vectors (lcm_ref/oracle/vectors) within the budget; quirk cases skipped."""
     path, factory = impl
     res = vectors.check_vectors(factory, dtype=getattr(torch, dtype), profile=settings["profile"])
     print(f"{path}: {res['checked']} vector cases checked, {res['skipped']} skipped")

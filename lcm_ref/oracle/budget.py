@@ -42,6 +42,15 @@ relative error (``sqrt_err``, exact for any size); n roundings give γ(n) = n·u
    gaps). Neither aggregation dominates element by element (the per-term one is tighter where the terms differ in
    size, the per-part one on thresholded rows, by up to 10³×), so in float32 ``step_bound`` is their elementwise
    minimum: both are worst-case bounds of the same computation, so the smaller one is too.
+8. *Table precision* (``tables``, docs/design.md §8.5). Points 1–7 describe float32 tables (u_T = 2⁻²⁴, the default).
+   With ``tables="float64"`` the implementation must hold correctly rounded float64 tables: E(t) = u_T = 2⁻⁵³ (one
+   rounding of the exact value; 0 where ᾱ = 0), every coefficient rounding of point 2 uses u_c = u_T (+ u(D) when
+   D is coarser than the table), c_skip and c_out get 7·u_T, the cast of point 6 applies only when D is coarser
+   than the table, and point 7 (a float32-table derivation) is not used. An exposed table is compared within
+   (E(t) + 2⁻⁵²)(1 + 2⁻⁵²)·ᾱ_t (``alphas_cumprod_bound``), c_skip / c_out within (7·u_T + 2⁻⁵²)(1 + 2⁻⁵²) relative
+   (``scalings_bound``): the implementation's error plus the reference's own ≤ 1 ulp.
+9. *Intermediate overflow* (``_x0_may_overflow``): where diffusers' x0 may leave D's range (float16), points 3–6 do not
+   hold; the bound is infinite there (the whole batch row under thresholding), and any value is admitted.
 
 The first-order sums (γ, E) leave second-order terms below u_T·E ≤ 2⁻²⁴·1.3e-4 relative, far inside the slack of
 the worst-case sums.
@@ -60,12 +69,17 @@ from ..config import LCMConfig
 from ..errors import LCMRefError
 from ..numerics import to_f64, torch_dtype, unit_roundoff
 
-__all__ = ["U", "U_TABLE", "EPS32", "EPS64", "compound", "sqrt_err", "linspace_abs_err", "betas_rel_err",
-           "table_error_bound", "coefficient_errors", "step_bound", "scaled_step_bound", "forward_bound"]
+__all__ = ["U", "U_TABLE", "EPS32", "EPS64", "TABLES", "compound", "sqrt_err", "linspace_abs_err", "betas_rel_err",
+           "table_unit_roundoff", "table_error_bound", "coefficient_errors", "step_bound", "scaled_step_bound",
+           "forward_bound", "alphas_cumprod_bound", "scalings_bound", "overflow_threshold"]
 
 U = 2.0 ** -24          # float32 unit roundoff
-#: unit roundoff of the float32 tables diffusers' interface stores (point 1)
+#: unit roundoff of the float32 tables diffusers' interface stores (point 1): the default table precision
 U_TABLE = U
+#: table precisions a budget can hold an implementation to (docs/design.md §8.5): "float32" allows the tables diffusers
+#: builds in float32 (points 1–2 with u_T = 2⁻²⁴); "float64" requires correctly rounded float64 tables (u_T = 2⁻⁵³)
+TABLES = ("float32", "float64")
+_TABLE_U = {"float32": U, "float64": 2.0 ** -53}
 EPS32 = 2.0 ** -23      # float32 machine epsilon: the unit of scaled errors for float32
 EPS64 = 2.0 ** -52
 #: the reference's own error, ≤ 4 scaled eps64 (tests/test_reference_step.py against an exact mpmath step)
@@ -110,10 +124,10 @@ def _eta(dtype) -> float:
     return fi.smallest_normal * fi.eps / 2
 
 
-def _cast(c, dtype):
-    """η(D)/|c|: the relative error of casting a float32 coefficient c to a D coarser than float32 beyond u(D),
-    from underflow (0 for c = 0, which casts exactly, and for D at least as fine as float32)."""
-    if _u(dtype) <= U_TABLE:
+def _cast(c, dtype, u_t=U_TABLE):
+    """η(D)/|c|: the relative error of casting a table coefficient c (unit roundoff u_t) to a D coarser than the
+    table beyond u(D), from underflow (0 for c = 0, which casts exactly, and for D at least as fine as the table)."""
+    if _u(dtype) <= u_t:
         return 0.0 if np.ndim(c) == 0 else np.zeros(np.shape(c))
     c = np.abs(np.asarray(c, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -121,14 +135,23 @@ def _cast(c, dtype):
     return float(out) if out.ndim == 0 else out
 
 
-def _coefficient_roundoff(u):
-    """u_c: a float32 coefficient used in dtype D is rounded once more only if D is coarser than float32."""
-    return U_TABLE + (u if u > U_TABLE else 0.0)
+def _coefficient_roundoff(u, u_t=U_TABLE):
+    """u_c: a table coefficient (unit roundoff u_t) used in dtype D is rounded once more only if D is coarser than
+    the table (float32 tables in float16: u_t + u(D); float64 tables in float32: 2⁻⁵³ + 2⁻²⁴)."""
+    return u_t + (u if u > u_t else 0.0)
 
 
 def _gamma(n, u):
     """γ(n) = n·u/(1 − n·u): the relative error bound of n roundings of unit roundoff u (Higham, Lemma 3.1)."""
     return n * u / (1 - n * u)
+
+
+def table_unit_roundoff(tables="float32") -> float:
+    """u_T, the unit roundoff of the tables an implementation is allowed (``TABLES``): 2⁻²⁴ for "float32" (diffusers'
+    float32 tables, the default), 2⁻⁵³ for "float64" (correctly rounded float64 tables, docs/design.md §8.5)."""
+    if tables not in _TABLE_U:
+        raise LCMRefError("tables", tables, f"one of {TABLES}")
+    return _TABLE_U[tables]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,9 +204,18 @@ def betas_rel_err(cfg):
 
 
 @functools.lru_cache(maxsize=512)
-def table_error_bound(cfg: LCMConfig) -> np.ndarray:
-    """E(t): a bound on the relative error of ᾱ_t as diffusers builds it in float32 (point 1); 0 where ᾱ_t is 0
-    exactly. Read-only float64 array of length T."""
+def table_error_bound(cfg: LCMConfig, tables: str = "float32") -> np.ndarray:
+    """E(t): a bound on the relative error of ᾱ_t (against the exact value); 0 where ᾱ_t is 0 exactly. Read-only
+    float64 array of length T.
+
+    ``tables="float32"``: ᾱ as diffusers builds it in float32 (point 1). ``tables="float64"``: a correctly rounded
+    float64 table (docs/design.md §8.5): each entry is the exact value rounded once, |δ| ≤ u_T = 2⁻⁵³, so E(t) = u_T
+    (0 where ᾱ_t = 0, which rounds exactly). A float64 cumprod, ≈ (t + 1)·2⁻⁵³ off (§2), is outside it."""
+    u_t = table_unit_roundoff(tables)
+    if tables != "float32":
+        E = np.where(np.asarray(ref.alphas_cumprod(cfg)) == 0, 0.0, u_t)
+        E.setflags(write=False)
+        return E
     base = cfg.replace(rescale_betas_zero_snr=False)
     beta = np.array(ref.betas(base))
     e_beta = betas_rel_err(base)
@@ -244,9 +276,9 @@ def _sqrt_errors(abar, E, u_c):
     return rho_sa, rho_s1a
 
 
-def _table_entry(cfg, t):
+def _table_entry(cfg, t, tables="float32"):
     """(ᾱ_t, E(t)) with diffusers' indexing (negative t wraps: quirk 2)."""
-    return float(ref.alphas_cumprod(cfg)[t]), float(table_error_bound(cfg)[t])
+    return float(ref.alphas_cumprod(cfg)[t]), float(table_error_bound(cfg, tables)[t])
 
 
 def coefficient_errors(cfg, t):
@@ -257,12 +289,12 @@ def coefficient_errors(cfg, t):
     return float(rho_sa), float(rho_s1a)
 
 
-def _noise_errors(cfg, t_prev):
+def _noise_errors(cfg, t_prev, tables="float32"):
     """(ᾱ_prev, E_prev) of the re-noising coefficients; t_prev < 0 is the final step's final_alpha_cumprod."""
     if t_prev >= 0:
-        return _table_entry(cfg, t_prev)
+        return _table_entry(cfg, t_prev, tables)
     abar_p = ref.final_alpha_cumprod(cfg)
-    return abar_p, 0.0 if cfg.set_alpha_to_one else float(table_error_bound(cfg)[0])
+    return abar_p, 0.0 if cfg.set_alpha_to_one else float(table_error_bound(cfg, tables)[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -270,12 +302,13 @@ def _noise_errors(cfg, t_prev):
 # ---------------------------------------------------------------------------------------------------------------
 
 def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, schedule, step_index,
-               num_inference_steps=None, dtype=torch.float32):
+               num_inference_steps=None, dtype=torch.float32, tables="float32"):
     """(bound_denoised, bound_prev): per element, the largest |impl − ref| the budget admits for one ``step`` in
-    dtype ``dtype`` (points 1–7), the reference's own error included. Absolute values, float64 arrays shaped like
-    ``sample``."""
+    dtype ``dtype`` (points 1–7) with tables of precision ``tables`` (``TABLES``), the reference's own error
+    included. Absolute values, float64 arrays shaped like ``sample``."""
     u = _u(dtype)
-    u_c = _coefficient_roundoff(u)
+    u_t = table_unit_roundoff(tables)
+    u_c = _coefficient_roundoff(u, u_t)
     sched = np.asarray(schedule, dtype=np.int64)
     m, x = to_f64(model_output), to_f64(sample)
     z = None if noise is None else to_f64(noise)
@@ -285,10 +318,11 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
                            num_inference_steps=n)
     c_skip, c_out = ref.boundary_scalings(cfg, t)
     p, q = ref.x0_coefficients(cfg, t)
-    abar, E = _table_entry(cfg, t)
+    abar, E = _table_entry(cfg, t, tables)
     rho_sa, rho_s1a = _sqrt_errors(abar, E, u_c)
-    rho_sa, rho_s1a = rho_sa + _cast(math.sqrt(abar), dtype), rho_s1a + _cast(math.sqrt(1 - abar), dtype)
-    rho_skip, rho_out = 7 * u_c + _cast(c_skip, dtype), 7 * u_c + _cast(c_out, dtype)
+    rho_sa = rho_sa + _cast(math.sqrt(abar), dtype, u_t)
+    rho_s1a = rho_s1a + _cast(math.sqrt(1 - abar), dtype, u_t)
+    rho_skip, rho_out = 7 * u_c + _cast(c_skip, dtype, u_t), 7 * u_c + _cast(c_out, dtype, u_t)
     with np.errstate(invalid="ignore", over="ignore"):
         if cfg.prediction_type == "sample":
             A, B, rho_p, rho_q = np.zeros_like(m), np.abs(m), 0.0, 0.0
@@ -297,6 +331,7 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
             rho_p, rho_q = (rho_sa, rho_sa + rho_s1a) if cfg.prediction_type == "epsilon" else (rho_sa, rho_s1a)
         n_x0 = 0 if cfg.prediction_type == "sample" else 3
         err_x0 = A * rho_p + B * rho_q + _gamma(n_x0 + (1 if cfg.clip_sample else 0), u) * (A + B)
+        err_x0_raw = err_x0
         if cfg.thresholding:
             x0 = m if cfg.prediction_type == "sample" else p * x + q * m
             s = ref.threshold(x0, cfg.dynamic_thresholding_ratio, cfg.sample_max_value)[1]
@@ -309,29 +344,83 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
             A, B = A / s, B / s
         bound_den = (abs(c_out) * (err_x0 + rho_out * (A + B)) + c_skip * np.abs(x) * rho_skip
                      + _gamma(3, u) * terms.denoised + 10 * _eta(dtype))
+        bound_den = np.where(_x0_may_overflow(cfg, m, x, p, q, err_x0_raw, dtype), np.inf, bound_den)
         if step_index == n - 1 or z is None:
             return _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den,
-                                       bound_den if step_index == n - 1 else None)
+                                       bound_den if step_index == n - 1 else None, tables)
         t_prev = int(sched[step_index + 1]) if step_index + 1 < len(sched) else t
         c, d = ref.noise_coefficients(cfg, t_prev)
-        abar_p, E_p = _noise_errors(cfg, t_prev)
-        rho_c, rho_d = _sqrt_errors(abar_p, E_p, u_c)
-        rho_c, rho_d = rho_c + _cast(c, dtype), rho_d + _cast(d, dtype)
+        rho_c, rho_d = _renoise_errors(cfg, t_prev, dtype, tables)
         bound_prev = (c * bound_den + c * terms.denoised * rho_c + d * np.abs(z) * rho_d
                       + _gamma(3, u) * terms.prev_sample + 3 * _eta(dtype))
-    return _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den, bound_prev)
+    return _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den, bound_prev, tables)
 
 
-def _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den, bound_prev):
-    """Add the reference's own error (REF_OWN·Σ|terms|) and, in float32, take the elementwise minimum with the
-    per-part bound of ``scaled_step_bound`` (point 7). ``bound_prev`` None: prev_sample gets the denoised bound
-    (no noise given), not narrowed."""
+def overflow_threshold(dtype) -> float:
+    """The smallest magnitude that rounds to ±inf in ``dtype``: the largest finite value plus half its ulp (65520 in
+    float16): with fi.max = (2 − eps)·2^emax, half an ulp there is eps·2^emax/2 = eps·fi.max/(2(2 − eps))."""
+    fi = torch.finfo(torch_dtype(dtype))
+    return float(fi.max) + float(fi.eps) * float(fi.max) / (2 * (2 - float(fi.eps)))
+
+
+def _x0_may_overflow(cfg, m, x, p, q, err_x0, dtype):
+    """Point 9: where diffusers' intermediate x0 may leave D's range. Points 3–6 hold while every intermediate is
+    finite in D; x0 = (x − √(1−ᾱ)·m)/√ᾱ is the one intermediate that can be far larger than the inputs and the
+    result (1/√ᾱ reaches 10¹⁵ for the configs drawn; the result is then clipped, thresholded or scaled by a small
+    c_out). Where |x0| + its error bound reaches the overflow threshold of D (65520 in float16; never for the
+    float32 or float64 inputs drawn), the float evaluation is inf there, and then c_out·inf = NaN for c_out = 0 and
+    thresholding's quantile inf − inf = NaN for the whole batch row: no finite bound exists, and the bound is
+    infinite (compare.py admits any value there). Clipping maps ±inf to the range exactly, as the exact value is,
+    so a clipped (and not thresholded) x0 keeps its bound."""
+    if cfg.clip_sample and not cfg.thresholding:
+        return np.zeros(np.shape(x), dtype=bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        x0 = m if cfg.prediction_type == "sample" else p * x + q * m
+        over = ~(np.abs(x0) + err_x0 < overflow_threshold(dtype))
+    if cfg.thresholding and over.ndim >= 2:
+        over = np.broadcast_to(over.reshape(over.shape[0], -1).any(axis=1).reshape(
+            (-1,) + (1,) * (over.ndim - 1)), over.shape)
+    return over
+
+
+def _renoise_errors(cfg, t_prev, dtype, tables):
+    """(ρ of √ᾱ_prev, ρ of √(1 − ᾱ_prev)) as used in dtype D (point 5): point 2's square-root errors from the table
+    entry's E, the coefficient rounding u_c, and the cast to D (point 6)."""
+    u_t = table_unit_roundoff(tables)
+    c, d = ref.noise_coefficients(cfg, t_prev)
+    abar_p, E_p = _noise_errors(cfg, t_prev, tables)
+    rho_c, rho_d = _sqrt_errors(abar_p, E_p, _coefficient_roundoff(_u(dtype), u_t))
+    return float(rho_c + _cast(c, dtype, u_t)), float(rho_d + _cast(d, dtype, u_t))
+
+
+def alphas_cumprod_bound(cfg: LCMConfig, tables="float32") -> np.ndarray:
+    """The largest |impl − ref| admitted for an exposed ᾱ table (concern ``tables``), per t: the implementation's
+    entry is within E(t) of the exact value (point 1, or 1 rounding for "float64"), the reference's within 1 ulp
+    ≤ 2⁻⁵²·|exact| (docs/design.md §2, point 3), so |impl − ref| ≤ (E + 2⁻⁵²)·|exact| ≤ (E + 2⁻⁵²)(1 + 2⁻⁵²)·|ref|."""
+    abar = np.asarray(ref.alphas_cumprod(cfg))
+    return (table_error_bound(cfg, tables) + EPS64) * (1 + EPS64) * abar
+
+
+def scalings_bound(cfg: LCMConfig, timestep, tables="float32"):
+    """(bound of c_skip, bound of c_out) for ``get_scalings_for_boundary_condition_discrete(t)`` (concern ``tables``):
+    7·u_T relative (point 2's chain: t·s, square, + σ², quotient; √ and quotient for c_out; C_SCALINGS in float32)
+    plus the reference's own ≤ 1 ulp (2⁻⁵² relative), absolute."""
+    u_t = table_unit_roundoff(tables)
+    c_skip, c_out = ref.boundary_scalings(cfg, int(timestep))
+    rel = (7 * u_t + EPS64) * (1 + EPS64)
+    return rel * abs(c_skip), rel * abs(c_out)
+
+
+def _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den, bound_prev, tables="float32"):
+    """Add the reference's own error (REF_OWN·Σ|terms|) and, in float32 with float32 tables, take the elementwise
+    minimum with the per-part bound of ``scaled_step_bound`` (point 7, derived for float32 tables only).
+    ``bound_prev`` None: prev_sample gets the denoised bound (no noise given), not narrowed."""
     own_den = REF_OWN * terms.denoised
     bound_den = _finite_or_inf(bound_den + own_den)
     if bound_prev is None:
         return bound_den, bound_den
     bound_prev = _finite_or_inf(bound_prev + REF_OWN * terms.prev_sample)
-    if torch_dtype(dtype) == torch.float32:
+    if torch_dtype(dtype) == torch.float32 and tables == "float32":
         k_prev, k_den = scaled_step_bound(cfg, m, t, x, schedule=sched, step_index=step_index,
                                           num_inference_steps=n)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -407,22 +496,23 @@ def _threshold_err(cfg, model_output, t, sample, e_x0):
     return e_s.reshape((-1,) + (1,) * (x0.ndim - 1))
 
 
-def forward_bound(cfg: LCMConfig, a, b, timesteps, *, dtype=torch.float32):
+def forward_bound(cfg: LCMConfig, a, b, timesteps, *, dtype=torch.float32, tables="float32"):
     """(terms, bound) for √ᾱ_t·a + √(1−ᾱ_t)·b (``add_noise``: a = x0, b = noise) or √ᾱ_t·a − √(1−ᾱ_t)·b
     (``get_velocity``: a = noise, b = sample). diffusers casts ᾱ to D first: E + u(D) + η(D)/ᾱ."""
     u = _u(dtype)
-    u_c = _coefficient_roundoff(u)
+    u_t = table_unit_roundoff(tables)
+    u_c = _coefficient_roundoff(u, u_t)
     a, b = to_f64(a), to_f64(b)
     ts = np.asarray(timesteps, dtype=np.int64).reshape(-1)
     shape = (-1,) + (1,) * max(a.ndim - 1, 0)
     c = np.asarray(ref.sqrt_alphas_cumprod(cfg))[ts].reshape(shape)
     d = np.asarray(ref.sqrt_one_minus_alphas_cumprod(cfg))[ts].reshape(shape)
     abar = np.asarray(ref.alphas_cumprod(cfg))[ts].reshape(shape)
-    E = np.asarray(table_error_bound(cfg))[ts].reshape(shape) + u
+    E = np.asarray(table_error_bound(cfg, tables))[ts].reshape(shape) + u
     with np.errstate(divide="ignore", invalid="ignore"):
         E = E + np.where(abar > 0, _eta(dtype) / abar, 0.0)
     rho_sa, rho_s1a = _sqrt_errors(abar, E, u_c)
-    rho_sa, rho_s1a = rho_sa + _cast(c, dtype), rho_s1a + _cast(d, dtype)
+    rho_sa, rho_s1a = rho_sa + _cast(c, dtype, u_t), rho_s1a + _cast(d, dtype, u_t)
     terms = c * np.abs(a) + d * np.abs(b)
     return terms, c * np.abs(a) * rho_sa + d * np.abs(b) * rho_s1a + _gamma(3, u) * terms + 3 * _eta(dtype)
 

@@ -27,13 +27,16 @@ from hypothesis import strategies as st
 from ..config import DIFFUSERS_LCM_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SPACINGS, LCMConfig
 
 __all__ = [
-    "SCHEDULES", "DTYPES", "trained_betas", "build_config", "config_specs", "configs", "schedule_requests",
-    "shapes", "TensorRecipe", "tensor_recipes", "tensors", "timestep_batches",
+    "SCHEDULES", "DTYPES", "POST", "trained_betas", "build_config", "config_specs", "configs", "schedule_requests",
+    "concern_requests", "shapes", "TensorRecipe", "tensor_recipes", "tensors", "timestep_batches",
 ]
 
 #: beta schedules diffusers' LCMScheduler accepts, plus "trained_betas" (a given beta array)
 SCHEDULES = DIFFUSERS_LCM_SCHEDULES + ("trained_betas",)
 DTYPES = (torch.float32, torch.float64)
+#: x0 post-processing a config draw may be restricted to (``config_specs(post=...)``): None draws any (none 2 : clip 1 :
+#: threshold 1), "none" neither clip nor thresholding, "clip_threshold" one of the two
+POST = (None, "none", "clip_threshold")
 
 
 def _weighted(weighted: dict):
@@ -93,13 +96,17 @@ def build_config(spec: dict) -> LCMConfig:
 
 @st.composite
 def config_specs(draw, *, profile: str = "diffusers", quirks: Optional[bool] = None,
-                 schedules=SCHEDULES, prediction_types=PREDICTION_TYPES, num_train_timesteps=None) -> dict:
+                 schedules=SCHEDULES, prediction_types=PREDICTION_TYPES, num_train_timesteps=None,
+                 post: Optional[str] = None) -> dict:
     """Keyword arguments of an ``LCMConfig`` (only the fields that differ from the default), see ``build_config``.
 
     Covers every schedule (``trained_betas`` as a seed), every prediction type, clip / dynamic thresholding,
     zero-SNR rescaling, ``timestep_scaling`` over 10⁻³…10³ (and 0), T from 2 to 2000 (mostly 1000), original steps
     from 1 to T, and the inert parameters. With ``quirks=False`` zero-SNR goes with v/sample prediction only
-    (epsilon divides by ᾱ[T−1] = 0: quirk 3)."""
+    (epsilon divides by ᾱ[T−1] = 0: quirk 3). ``post`` (``POST``) restricts the x0 post-processing drawn (the
+    default None draws as before, so existing draws are unchanged)."""
+    if post not in POST:
+        raise ValueError(f"post={post!r} is not one of {POST}")
     quirks = (profile == "strict") if quirks is None else quirks
     spec = {}
     T = num_train_timesteps or draw(_pick({st.just(1000): 3, st.integers(2, 2000): 1}), label="T")
@@ -117,7 +124,10 @@ def config_specs(draw, *, profile: str = "diffusers", quirks: Optional[bool] = N
                 del spec["beta_start"], spec["beta_end"]
     spec["prediction_type"] = draw(_weighted({p: 2 if p == "epsilon" else 1 for p in prediction_types}),
                                    label="prediction_type")
-    post = draw(_weighted({"none": 2, "clip": 1, "threshold": 1}), label="x0 post-processing")
+    if post is None:
+        post = draw(_weighted({"none": 2, "clip": 1, "threshold": 1}), label="x0 post-processing")
+    elif post == "clip_threshold":
+        post = draw(_weighted({"clip": 1, "threshold": 1}), label="x0 post-processing")
     if post == "clip":
         spec["clip_sample"] = True
         spec["clip_sample_range"] = draw(_pick({st.just(1.0): 1, _decades(-1, 1): 3}), label="clip_sample_range")
@@ -274,6 +284,73 @@ def _quirk_request(draw, req, cfg, T, orig, origin):
         req["num_inference_steps"] = 0
     else:
         req["timesteps"] = []
+
+
+#: what ``concern_requests`` draws for each schedule concern of docs/design.md §9.2
+REQUEST_CONCERNS = ("timesteps", "original_inference_steps", "strength", "custom_timesteps", "errors")
+
+
+@st.composite
+def concern_requests(draw, cfg: LCMConfig, concern: str, *, profile: str = "diffusers",
+                     quirks: Optional[bool] = None, max_steps: int = 64) -> dict:
+    """A ``set_timesteps`` request (the dict of ``schedule_requests``) aimed at one schedule concern:
+
+    - ``timesteps``: ``num_inference_steps`` alone, 1…min(orig, ``max_steps``), the config's own orig;
+    - ``original_inference_steps``: the per-call override (any 1…T, often a divisor-free value) or the config's
+      value, with n ≤ orig;
+    - ``strength``: img2img strengths (ties of orig·strength included) with n ≤ int(orig·strength), and one in five
+      with n above it (the ValueError);
+    - ``custom_timesteps``: custom lists on and off the grid, one in four cut by a strength, one in six invalid
+      (not descending, or starting at ≥ T: ValueError);
+    - ``errors``: requests diffusers rejects (as ``schedule_requests(errors=True)``), plus, with ``quirks`` (the
+      default for the strict profile), the quirk inputs of docs/design.md §6."""
+    if concern not in REQUEST_CONCERNS:
+        raise ValueError(f"concern={concern!r} is not one of {REQUEST_CONCERNS}")
+    quirks = (profile == "strict") if quirks is None else quirks
+    T, orig = cfg.num_train_timesteps, cfg.original_inference_steps
+    req = dict(num_inference_steps=None, original_inference_steps=None, timesteps=None, strength=None,
+               start=0, begin_index=False, timestep_as="tensor", extra_steps=0, kind=concern)
+    if concern == "timesteps":
+        req["num_inference_steps"] = draw(st.integers(1, min(orig, max_steps)), label="num_inference_steps")
+    elif concern == "original_inference_steps":
+        if draw(st.integers(0, 3), label="override roll") > 0:
+            orig = draw(st.one_of(st.integers(1, T), st.sampled_from(sorted({1, 3, 4, 7, 8, 30, 50, 64, T} & set(
+                range(1, T + 1))))), label="original_inference_steps")
+            req["original_inference_steps"] = orig
+        req["num_inference_steps"] = draw(st.integers(1, min(orig, max_steps)), label="num_inference_steps")
+    elif concern == "strength":
+        strength = draw(_strengths(orig), label="strength")
+        L = int(orig * strength)
+        req["strength"] = strength
+        if L < min(orig, T) and draw(st.integers(0, 4), label="too-many-steps roll") == 0:
+            req["num_inference_steps"] = draw(st.integers(L + 1, min(orig, T)), label="n above L")
+            req["kind"] = "strength:error"
+        else:
+            req["num_inference_steps"] = draw(st.integers(1, min(L, max_steps)), label="num_inference_steps")
+    elif concern == "custom_timesteps":
+        L = orig
+        origin = np.arange(1, L + 1) * (T // orig) - 1
+        roll = draw(st.integers(0, 11), label="custom roll")
+        if roll < 2:                                  # invalid: diffusers raises ValueError
+            a = draw(st.integers(0, T - 1), label="repeated timestep")
+            req["timesteps"] = ([a - 1, a] if a > 0 and roll == 0 else [a, a]) if draw(
+                st.booleans(), label="order or range") else [T + draw(st.integers(0, 20), label="excess"), 0]
+            req["kind"] = "custom:error"
+        else:
+            req["timesteps"] = _custom_timesteps(draw, T, origin)
+            if roll < 5:                              # strength cuts from the front: int(len·strength) kept
+                n = len(req["timesteps"])
+                req["strength"] = draw(st.sampled_from(sorted({min(1.0, j / n) for j in range(1, n + 1)}
+                                                              | {0.5, 0.75})).filter(lambda s: int(n * s) >= 1),
+                                       label="custom strength")
+    else:   # errors
+        if quirks and draw(st.integers(0, 2), label="quirk roll") == 0:
+            origin = np.arange(1, orig + 1) * (T // orig) - 1
+            _quirk_request(draw, req, cfg, T, orig, origin)
+        else:
+            strength = draw(_strengths(orig), label="strength")
+            _error_request(draw, req, T, orig, int(orig * strength), strength)
+    return req
 
 
 # ---------------------------------------------------------------------------------------------------------------

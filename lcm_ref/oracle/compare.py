@@ -1,0 +1,229 @@
+"""What ``check`` and ``conform`` share: the one compare-within-budget rule, the exception rule, and the helpers
+that call an implementation and read its outputs.
+
+The value rule (docs/design.md §8.4). An element of an implementation's output in dtype D is accepted when
+
+    got ∈ [round_D(want − bound), round_D(want + bound)]
+
+with ``want`` the float64 reference and ``bound`` the budget of docs/design.md §8.3 (absolute). Derivation: the exact
+value v lies within ``bound`` of ``want`` (the budget includes the reference's own error), so a correct
+implementation returns the rounding to D of some real number r with |r − want| ≤ bound. Rounding to D is monotonic
+(r ≤ s ⇒ round_D(r) ≤ round_D(s)), so every such result lies between the roundings of the interval's ends, and every
+D value inside that interval is the rounding of itself. This one rule covers ordinary rounding, overflow to ±inf
+(round_D of a real beyond the overflow threshold, 65520 in float16, is ±inf), and underflow to subnormals or 0. It
+never rejects a value the plain rule |got − want| ≤ bound accepts (for got in D), which is also applied, so outputs in
+a finer dtype than D are judged as before. An infinite bound says the budget cannot bound the float evaluation there
+(a coefficient that is itself infinite, quirk 3; an intermediate that overflows D, budget point 9): any value is
+admitted. Equal values, including equal infinities and NaN against NaN, always pass.
+
+The interval's ends ``want ± bound`` are evaluated in float64 and rounded once more; to make sure that rounding
+never narrows the interval, each end is moved outward by one float64 ulp before it is rounded to D (``nextafter``).
+The widening is at most 2⁻⁵² relative, below 2⁻²⁹ of a float32 ulp; for D = float64 the plain rule alone applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .. import reference as ref
+from ..errors import LCMRefError, StrictError
+from ..numerics import dtype_name, eps, to_f64
+
+__all__ = ["hypothesis_seed", "round_to", "accepted_interval", "Comparison", "compare_values", "call",
+           "exceptions_match", "step_outputs", "impl_path"]
+
+#: binary formats below float64: (significand bits p with the implicit bit, smallest normal exponent, largest
+#: finite value). bfloat16 has float32's exponent range and 8 significand bits.
+_FORMATS = {
+    "float16": (11, -14, 65504.0),
+    "bfloat16": (8, -126, float.fromhex("0x1.fe00000000000p+127")),
+    "float32": (24, -126, float.fromhex("0x1.fffffe0000000p+127")),
+}
+
+
+def hypothesis_seed(name: str) -> int:
+    """The fixed hypothesis seed of a run named ``name`` (a concern, or "check"): the first 8 bytes of
+    SHA-256("lcm_ref:" + name). Hypothesis' own derandomization hashes the test function's source, so the examples
+    drawn would change with an edit, and could differ between installs; this seed depends on the name alone
+    (docs/design.md §9.3)."""
+    return int.from_bytes(hashlib.sha256(f"lcm_ref:{name}".encode()).digest()[:8], "big")
+
+
+def round_to(values, dtype) -> np.ndarray:
+    """float64 ``values`` correctly rounded (to nearest, ties to even) to ``dtype``, returned as float64.
+
+    With v = m·2^e (0.5 ≤ |m| < 1) the spacing of D around v is q = 2^(max(e − 1, emin) − (p − 1)); v/q is exact
+    (a power-of-two scaling with |v/q| < 2^p) and ``np.round`` rounds it half to even, so round(v/q)·q is the correctly
+    rounded value, subnormals included (their spacing is emin's). A result above the largest finite value is ±inf:
+    that happens exactly when |v| ≥ max + q/2, IEEE's overflow threshold (the tie at max + q/2 goes to the even
+    neighbour 2^(emax+1), i.e. to infinity, as IEEE does). NaN and ±inf pass through."""
+    v = np.asarray(values, dtype=np.float64)
+    name = dtype_name(dtype)
+    if name == "float64":
+        return v.copy()
+    p, emin, vmax = _FORMATS[name]
+    with np.errstate(invalid="ignore", over="ignore"):
+        _, e = np.frexp(v)
+        q = np.ldexp(1.0, np.maximum(e - 1, emin) - (p - 1))
+        r = np.round(v / q) * q
+        r = np.where(np.abs(r) > vmax, np.copysign(np.inf, v), r)
+    return np.where(np.isfinite(v), r, v)
+
+
+def accepted_interval(want, bound, dtype):
+    """(lo, hi): the D values a correct implementation may return, [round_D(want − bound), round_D(want + bound)]
+    (module docstring), each end first moved outward by one float64 ulp (D coarser than float64 only)."""
+    w, b = np.asarray(want, dtype=np.float64), np.asarray(bound, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo, hi = w - b, w + b
+        if dtype_name(dtype) != "float64":
+            lo, hi = np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf)
+    return round_to(lo, dtype), round_to(hi, dtype)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The outcome of ``compare_values``: ``ok``; ``shape`` (a message when the shapes differ, else None); per element
+    ``scaled`` (|got − want| / (eps(D)·Σ|terms|)), ``ratio`` (|got − want| / the accepted half-width on got's side,
+    ≤ 1 where accepted), ``budget`` (that half-width in scaled units), ``rel`` (relative error, diagnostic only)
+    and ``bad`` (the rejected elements); and the worst element: ``index``, ``got``, ``want``, its scaled error
+    and budget."""
+    ok: bool
+    shape: Optional[str] = None
+    scaled: np.ndarray = None
+    ratio: np.ndarray = None
+    budget: np.ndarray = None
+    rel: np.ndarray = None
+    bad: np.ndarray = None
+    index: tuple = ()
+    got: float = float("nan")
+    want: float = float("nan")
+    worst_scaled: float = float("nan")
+    worst_budget: float = float("nan")
+    worst_ratio: float = float("nan")
+    unbounded: int = 0          # elements with an infinite bound (admitted whatever they are)
+
+    @property
+    def n_bad(self) -> int:
+        return 0 if self.bad is None else int(self.bad.sum())
+
+    @property
+    def size(self) -> int:
+        return 0 if self.bad is None else int(self.bad.size)
+
+    @property
+    def max_ratio(self) -> float:
+        """The largest error/budget ratio over the accepted and rejected elements (finite ratios only)."""
+        if self.ratio is None or self.ratio.size == 0:
+            return 0.0
+        r = self.ratio[np.isfinite(self.ratio)]
+        return float(r.max()) if r.size else (float("inf") if not self.ok else 0.0)
+
+    def describe(self, dtype) -> str:
+        """Two lines on the worst rejected element: got / want (also as float.hex), scaled error against the budget,
+        how many elements are over."""
+        d = dtype_name(dtype)
+        return (f"  worst element {self.index}: got {self.got!r} ({_hex(self.got)}), want {self.want!r} "
+                f"({_hex(self.want)})\n"
+                f"  scaled error {self.worst_scaled:.4g} eps({d}), budget {self.worst_budget:.4g} "
+                f"({self.worst_ratio:.3g}x over); {self.n_bad} of {self.size} elements over budget")
+
+
+def _hex(v: float) -> str:
+    return float(v).hex() if np.isfinite(v) else repr(float(v))
+
+
+def compare_values(got, want, terms, bound, dtype) -> Comparison:
+    """Judge ``got`` (an implementation's output in ``dtype``) against ``want`` (the reference) with the absolute
+    per-element ``bound`` and the scale ``terms`` (Σ|terms|), by the rule of the module docstring."""
+    g, w = to_f64(got, "got"), to_f64(want, "want")
+    if g.shape != w.shape:
+        return Comparison(False, shape=f"shape {tuple(g.shape)}, want {tuple(w.shape)}")
+    terms = np.broadcast_to(to_f64(terms, "terms"), w.shape)
+    bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), w.shape)
+    e = eps(dtype)
+    scaled = ref.scaled_error(g, w, terms, dtype)
+    lo, hi = accepted_interval(w, bound, dtype)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        diff = np.abs(g - w)
+        same = (g == w) | (np.isnan(g) & np.isnan(w))
+        finite_bound = np.isfinite(bound)
+        plain = np.isfinite(g) & np.isfinite(w) & (diff <= bound)
+        rounded = finite_bound & np.isfinite(w) & (lo <= g) & (g <= hi)
+        ok = same | plain | rounded | ~finite_bound
+        # the accepted half-width on got's side: the bound, or further where rounding to D reaches beyond it
+        half = np.where(g >= w, np.maximum(bound, hi - w), np.maximum(bound, w - lo))
+        half = np.where(finite_bound, half, np.inf)
+        ratio = np.where(same | ~finite_bound, 0.0, diff / half)
+        # inf/inf: an infinite result at an infinite accepted end (overflow accepted) sits at the limit, ratio 1
+        ratio = np.where(np.isnan(ratio), np.where(ok, 1.0, np.inf), ratio)
+        ratio = np.where(ok, np.minimum(ratio, 1.0), np.where(ratio <= 1.0, np.inf, ratio))
+        budget = np.where(same, 0.0, half / (e * terms))
+        rel = np.where(same | (w == 0), 0.0, diff / np.abs(w))
+    bad = ~ok
+    c = Comparison(bool(ok.all()), scaled=scaled, ratio=ratio, budget=budget,
+                   rel=np.where(np.isfinite(rel), rel, 0.0), bad=bad,
+                   unbounded=int((~finite_bound & ~same).sum()))
+    if bad.any():
+        score = np.where(bad, ratio, -1.0)
+        i = np.unravel_index(int(np.argmax(score)), score.shape) if score.ndim else ()
+        c.index = tuple(int(k) for k in i)
+        c.got, c.want = float(g[i]), float(w[i])
+        c.worst_scaled, c.worst_budget, c.worst_ratio = float(scaled[i]), float(budget[i]), float(ratio[i])
+    return c
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Calling an implementation
+# ---------------------------------------------------------------------------------------------------------------
+
+def call(fn):
+    """(fn(), None), or (None, the exception) if it raises one (an Exception: KeyboardInterrupt passes)."""
+    try:
+        return fn(), None
+    except Exception as e:  # noqa: BLE001 - the exception itself is what is compared
+        return None, e
+
+
+def exceptions_match(want: BaseException, got: BaseException) -> bool:
+    """Same class where the reference raises (a subclass is fine). lcm_ref's own errors are ValueErrors to an
+    outside implementation; a StrictError must come back as a ValueError whose message names the parameter."""
+    if isinstance(want, StrictError):
+        param = str(want.parameter).split(".")[0].split("[")[0]
+        return isinstance(got, ValueError) and param.lower() in str(got).lower()
+    if isinstance(want, LCMRefError):
+        return isinstance(got, ValueError)
+    return isinstance(got, type(want))
+
+
+def step_outputs(out):
+    """(prev_sample, denoised) of what ``step`` returned: an output object with those attributes, a tuple
+    (prev_sample[, denoised]), or a bare tensor (prev_sample only); a missing one is None."""
+    if isinstance(out, torch.Tensor):
+        return out, None
+    if isinstance(out, (tuple, list)):
+        return (out[0] if len(out) else None), (out[1] if len(out) > 1 else None)
+    return getattr(out, "prev_sample", None), getattr(out, "denoised", None)
+
+
+def impl_path(factory) -> Optional[str]:
+    """``module:qualname`` of a factory importable under that name (so a reproduction can name it), else None."""
+    if isinstance(factory, str):
+        return factory
+    mod, qual = getattr(factory, "__module__", None), getattr(factory, "__qualname__", None)
+    if mod and qual and "<" not in qual:
+        try:
+            obj = importlib.import_module(mod)
+            for part in qual.split("."):
+                obj = getattr(obj, part)
+            if obj is factory:
+                return f"{mod}:{qual}"
+        except Exception:  # noqa: BLE001 - not importable under its name: no path
+            pass
+    return None

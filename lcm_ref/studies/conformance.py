@@ -1,0 +1,624 @@
+"""The diffusers version matrix: ``conform`` on each release's LCMScheduler (and TCDScheduler where it exists) and on
+lcm_ref's drop-in, in float32 and float16 — the back-end of ``make conformance`` and of
+``notebooks/conformance.ipynb`` (docs/design.md §9, §13).
+
+    python -m lcm_ref.studies.conformance --venvs ~/.cache/lcm_ref/venvs       # the whole matrix, 2 processes
+    python -m lcm_ref.studies.conformance job --kind lcm --dtype float16 --json out.json   # one run, this env
+    python -m lcm_ref.studies.conformance matrix                                # rebuild matrix.csv from the JSON
+
+Each diffusers release lives in its own virtual environment ``<venvs>/diffusers-<V>/`` (``make conformance``
+creates them). The driver runs one job per implementation × dtype as a subprocess of that environment's Python,
+with lcm_ref importable from this checkout (a folder holding only a link to the package goes on PYTHONPATH, so
+nothing else of this environment leaks in), one torch thread each, ``jobs`` (default 2) at a time. A job runs
+``lcm_ref.oracle.conform.conform`` with the default examples and writes its ``ConformanceReport`` JSON
+(``conformance.schema.json``) as ``<out>/<impl>-<version>_<dtype>.json``; the driver then writes
+``<out>/matrix.csv`` (one row per implementation@version and dtype, one column per concern: pass / fail /
+unsupported / not_observable, ``n/a`` where a concern does not apply to the implementation) and ``<out>/run.json``
+(timings, versions, machine).
+
+The page reads only these files: ``load_matrix``, ``deviations`` (each distinct deviation with the rows that show
+it, matched against ``KNOWN_DEVIATIONS``: the upstream change that introduced or fixed it), ``verdict_table``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import csv
+import dataclasses
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..numerics import write_atomic, write_csv
+
+__all__ = ["VERSIONS", "DTYPES", "CONCERNS", "Job", "plan", "run_job", "run_matrix", "write_matrix", "load_matrix",
+           "matrix_rows", "verdict_table", "KNOWN_DEVIATIONS", "Deviation", "deviations", "NOT_APPLICABLE", "makespan",
+           "default_venvs", "default_out", "main", "version_tuple", "FILE_PATTERN", "report_folder", "run_info", "summary_markdown",
+           "plot_matrix", "deviations_markdown", "deviation_rows", "tcd_rows", "timing_rows"]
+
+#: the releases of the matrix (docs/design.md §13.1): the first release with LCMScheduler, the ones that changed it,
+#: and the newest at the time of writing
+VERSIONS = ("0.22.0", "0.23.1", "0.24.0", "0.25.1", "0.26.3", "0.27.2", "0.31.0", "0.32.2", "0.42.1")
+DTYPES = ("float32", "float16")
+#: the concerns, in report order (``lcm_ref.oracle.conform.CONCERNS``; repeated so that reading the matrix needs no
+#: torch)
+CONCERNS = ("config", "timesteps", "original_inference_steps", "strength", "custom_timesteps", "tables", "denoised",
+            "prev_sample", "final_step", "noise", "dtype", "clip_threshold", "add_noise", "get_velocity",
+            "previous_timestep", "errors", "state")
+VERDICTS = ("pass", "fail", "unsupported", "not_observable", "n/a")
+#: cell of a concern that was not run because it does not apply to the implementation (with the reason, below)
+NOT_APPLICABLE = "n/a"
+#: seconds one job may take before it is stopped (a default run takes 10–40 s on one core)
+JOB_TIMEOUT_S = 600
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_venvs() -> Path:
+    """Where ``make conformance`` keeps the per-release environments: $LCM_REF_VENVS or ~/.cache/lcm_ref/venvs."""
+    return Path(os.environ.get("LCM_REF_VENVS") or Path.home() / ".cache" / "lcm_ref" / "venvs")
+
+
+def default_out() -> Path:
+    """reports/data/conformance of the checkout (or of the current directory outside one)."""
+    base = _ROOT if (_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return base / "reports" / "data" / "conformance"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One job (runs inside a release's environment)
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Job:
+    """One conform run: ``kind`` "lcm" (diffusers' LCMScheduler), "tcd" (TCDScheduler) or "dropin" (lcm_ref's
+    drop-in), in the environment of diffusers ``version``, samples in ``dtype``."""
+    kind: str
+    version: str
+    dtype: str
+
+    @property
+    def implementation(self) -> str:
+        return {"lcm": "diffusers LCMScheduler", "tcd": "diffusers TCDScheduler",
+                "dropin": "lcm_ref drop-in LCMScheduler"}[self.kind]
+
+    @property
+    def label(self) -> str:
+        """implementation@version (the drop-in is named by lcm_ref's version, run beside diffusers ``version``)."""
+        if self.kind == "dropin":
+            from .. import __version__
+            return f"lcm_ref.torch_impl.LCMScheduler@{__version__}"
+        return f"{'LCMScheduler' if self.kind == 'lcm' else 'TCDScheduler'}@{self.version}"
+
+    @property
+    def filename(self) -> str:
+        name = {"lcm": "LCMScheduler", "tcd": "TCDScheduler", "dropin": "lcm_ref-dropin"}[self.kind]
+        return f"{name}-{self.version}_{self.dtype}.json"
+
+
+def version_tuple(v: str) -> tuple:
+    """(major, minor, patch) of a version string, for sorting."""
+    return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
+
+
+def job_factory(kind: str):
+    """(factory, impl name for reports and replay, concerns to run, adapter used or None) for ``kind`` in the
+    installed diffusers."""
+    from ..oracle import adapters
+    if kind == "dropin":
+        from ..torch_impl import LCMScheduler
+        return LCMScheduler, "lcm_ref.torch_impl:LCMScheduler", adapters.ALL_CONCERNS, None
+    import diffusers
+    if kind == "tcd":
+        return diffusers.TCDScheduler, "diffusers:TCDScheduler", adapters.TCD_CONCERNS, None
+    missing = adapters.missing_keywords(diffusers.LCMScheduler)
+    if missing["constructor"] or missing["set_timesteps"]:
+        return (adapters.compat_LCMScheduler, "lcm_ref.oracle.adapters:compat_LCMScheduler", adapters.ALL_CONCERNS,
+                "diffusers_compat")
+    return diffusers.LCMScheduler, "diffusers:LCMScheduler", adapters.ALL_CONCERNS, None
+
+
+def run_job(kind: str, dtype: str, json_path, *, examples=None, shrink=True) -> dict:
+    """Run one conform job in this environment and write its report to ``json_path``; returns the job's metadata
+    (printed as the last line of stdout by ``job``)."""
+    import torch
+    torch.set_num_threads(1)
+    import diffusers
+    from ..oracle import adapters
+    from ..oracle.conform import conform
+    factory, impl, concerns, adapter = job_factory(kind)
+    t0 = time.perf_counter()
+    report = conform(factory, dtype=dtype, impl=impl, concerns=concerns, examples=examples, shrink=shrink)
+    seconds = time.perf_counter() - t0
+    write_atomic(json_path, report.to_json())
+    missing = adapters.missing_keywords(getattr(factory, "cls", factory)) if kind != "dropin" else {}
+    return {"kind": kind, "dtype": dtype, "diffusers": diffusers.__version__, "torch": torch.__version__,
+            "implementation": impl, "adapter": adapter, "seconds": round(seconds, 2),
+            "cpu_s": round(time.process_time(), 2), "missing": missing,
+            "concerns": list(concerns), "verdicts": report.verdicts(), "file": Path(json_path).name}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The matrix (runs in the main environment)
+# ---------------------------------------------------------------------------------------------------------------
+
+def plan(versions=VERSIONS, dtypes=DTYPES, *, dropin_version=None) -> list[Job]:
+    """Every job of the matrix: LCMScheduler of each release, TCDScheduler from 0.27 on, the drop-in beside
+    ``dropin_version`` (default: the newest release), each dtype; the slowest (oldest releases: more failing
+    concerns to shrink) first."""
+    jobs = []
+    for v in versions:
+        for d in dtypes:
+            jobs.append(Job("lcm", v, d))
+            if version_tuple(v) >= (0, 27):
+                jobs.append(Job("tcd", v, d))
+    newest = dropin_version or max(versions, key=version_tuple)
+    jobs += [Job("dropin", newest, d) for d in dtypes]
+    return sorted(jobs, key=lambda j: (version_tuple(j.version) if j.kind == "lcm" else (9, 9), j.kind))
+
+
+@contextlib.contextmanager
+def _package_path():
+    """A temporary folder whose only entry is a link to this lcm_ref package (for PYTHONPATH)."""
+    import lcm_ref
+    with tempfile.TemporaryDirectory(prefix="lcm_ref-path-") as d:
+        os.symlink(Path(lcm_ref.__file__).resolve().parent, Path(d) / "lcm_ref")
+        yield d
+
+
+def _python(venvs: Path, version: str) -> Path:
+    return Path(venvs) / f"diffusers-{version}" / "bin" / "python"
+
+
+def _run_one(job: Job, venvs: Path, out: Path, pypath: str, examples, shrink) -> dict:
+    py = _python(venvs, job.version)
+    cmd = [str(py), "-m", "lcm_ref.studies.conformance", "job", "--kind", job.kind, "--dtype", job.dtype,
+           "--json", str(out / job.filename)]
+    if examples is not None:
+        cmd += ["--examples", str(examples)]
+    if not shrink:
+        cmd.append("--no-shrink")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(PYTHONPATH=pypath, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1",
+               PYTHONWARNINGS="ignore")
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=JOB_TIMEOUT_S,
+                           cwd=tempfile.gettempdir())
+        tail = (p.stdout + p.stderr).strip().splitlines()
+        meta = None
+        for line in reversed(p.stdout.strip().splitlines()):
+            if line.startswith("{"):
+                meta = json.loads(line)
+                break
+        ok = p.returncode == 0 and meta is not None
+    except subprocess.TimeoutExpired:
+        ok, meta, tail = False, None, [f"timed out after {JOB_TIMEOUT_S} s"]
+    wall = time.perf_counter() - t0
+    meta = meta or {"kind": job.kind, "dtype": job.dtype, "error": "\n".join(tail[-20:])}
+    meta.update(ok=ok, version=job.version, label=job.label, wall_s=round(wall, 2), file=job.filename)
+    return meta
+
+
+def run_matrix(venvs=None, out=None, *, versions=VERSIONS, dtypes=DTYPES, jobs=2, examples=None, shrink=True,
+               progress=True) -> dict:
+    """Run every job of ``plan(versions, dtypes)`` (``jobs`` processes at a time) and write the JSON reports,
+    ``matrix.csv`` and ``run.json`` into ``out``. Returns run.json's content. A release whose environment is missing
+    is skipped with a message (``make conformance`` creates them)."""
+    from tqdm.auto import tqdm
+    venvs = Path(venvs or default_venvs()).expanduser()
+    out = Path(out or default_out())
+    out.mkdir(parents=True, exist_ok=True)
+    have = [v for v in versions if _python(venvs, v).exists()]
+    for v in versions:
+        if v not in have:
+            print(f"conformance: no environment {venvs}/diffusers-{v} (make conformance creates it); skipped",
+                  file=sys.stderr)
+    todo = plan(have, dtypes)
+    results = []
+    t0 = time.perf_counter()
+    with _package_path() as pypath, concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
+        futures = {pool.submit(_run_one, j, venvs, out, pypath, examples, shrink): j for j in todo}
+        with tqdm(total=len(todo), unit="run", desc="conformance", disable=not progress, file=sys.stderr) as bar:
+            for fut in concurrent.futures.as_completed(futures):
+                meta = fut.result()
+                results.append(meta)
+                bar.set_postfix_str(f"{meta['label']} {meta['dtype']}: {'ok' if meta['ok'] else 'ERROR'}")
+                if not meta["ok"]:
+                    tqdm.write(f"conformance: {meta['label']} {meta['dtype']} failed to run:\n{meta.get('error')}",
+                               file=sys.stderr)
+                bar.update()
+    wall = time.perf_counter() - t0
+    order = {(j.label, j.dtype): i for i, j in enumerate(sorted(todo, key=_row_order))}
+    results.sort(key=lambda m: order.get((m["label"], m["dtype"]), 1e9))
+    cpu = [m.get("cpu_s", 0.0) for m in results]
+    info = {"wall_s": round(wall, 1), "jobs": int(jobs), "runs": len(results),
+            "conform_seconds": round(sum(m.get("seconds", 0.0) for m in results), 1),
+            "cpu_seconds": round(sum(cpu), 1), "cpu_makespan_s": round(makespan(cpu, int(jobs)), 1),
+            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+            "cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),
+            "examples": examples, "shrink": shrink, "results": results}
+    write_atomic(out / "run.json", json.dumps(info, indent=2) + "\n")
+    write_matrix(out)
+    return info
+
+
+def makespan(seconds, workers: int) -> float:
+    """The wall time of running tasks of the given CPU ``seconds`` on ``workers`` otherwise idle cores, longest
+    first to the least loaded core (the driver's order is close to it): what the matrix takes on a quiet machine,
+    measured from each job's own CPU time (``time.process_time()``, imports included) when the machine was shared."""
+    loads = [0.0] * max(1, workers)
+    for s in sorted(seconds, reverse=True):
+        loads[loads.index(min(loads))] += s
+    return max(loads)
+
+
+def _row_order(job: Job):
+    return ({"lcm": 0, "tcd": 1, "dropin": 2}[job.kind], version_tuple(job.version), DTYPES.index(job.dtype)
+            if job.dtype in DTYPES else 9)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the reports
+# ---------------------------------------------------------------------------------------------------------------
+
+#: the name of a report file: <implementation>-<diffusers version>_<dtype>.json (``Job.filename``)
+FILE_PATTERN = re.compile(r"^(?P<name>LCMScheduler|TCDScheduler|lcm_ref-dropin)-(?P<version>[0-9][^_]*)_(?P<dtype>[a-z0-9]+)"
+                   r"\.json$")
+
+
+def _row_label(name, version, lcm_ref_version):
+    if name == "lcm_ref-dropin":
+        return f"lcm_ref.torch_impl.LCMScheduler@{lcm_ref_version}"
+    return f"{name}@{version}"
+
+
+def matrix_rows(folder) -> list[dict]:
+    """One row per JSON report in ``folder`` (files named as ``Job.filename``): ``row`` (implementation@version),
+    ``implementation``, ``version`` (diffusers), ``sample_dtype``, ``file``, ``seconds``, then one cell per concern —
+    its verdict, or ``n/a`` for a concern the run did not include. Sorted LCMScheduler by version, then
+    TCDScheduler, then the drop-in; float32 before float16."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        m = FILE_PATTERN.match(path.name)
+        if not m:
+            continue
+        rep = json.loads(path.read_text())
+        verdicts = {c["concern"]: c["verdict"] for c in rep["concerns"]}
+        row = {"row": _row_label(m["name"], m["version"], rep.get("lcm_ref_version", "")),
+               "implementation": rep["implementation"], "version": m["version"], "sample_dtype": rep["dtype"],
+               "file": path.name, "seconds": rep.get("seconds")}
+        for c in CONCERNS:
+            row[c] = verdicts.get(c, NOT_APPLICABLE)
+        rows.append(row)
+    kind = {"LCMScheduler": 0, "TCDScheduler": 1}
+    rows.sort(key=lambda r: (kind.get(r["row"].split("@")[0], 2), version_tuple(r["version"]),
+                             DTYPES.index(r["sample_dtype"]) if r["sample_dtype"] in DTYPES else 9))
+    return rows
+
+
+def write_matrix(folder, path=None) -> Path:
+    """``matrix.csv`` of ``folder``'s reports (``matrix_rows``)."""
+    folder = Path(folder)
+    rows = matrix_rows(folder)
+    columns = ["row", "implementation", "version", "sample_dtype", "file", "seconds", *CONCERNS]
+    return write_csv(rows, path or folder / "matrix.csv", columns)
+
+
+def load_matrix(folder) -> list[dict]:
+    """The rows of ``folder``/matrix.csv (cells as strings, seconds as float)."""
+    with open(Path(folder) / "matrix.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        with contextlib.suppress(TypeError, ValueError):
+            r["seconds"] = float(r["seconds"])
+    return rows
+
+
+_SHORT = {"pass": "pass", "fail": "**FAIL**", "unsupported": "unsupported", "not_observable": "not obs.",
+          NOT_APPLICABLE: "n/a"}
+
+
+def verdict_table(rows, *, concerns=CONCERNS) -> list[dict]:
+    """The matrix for a page: one dict per row with ``implementation@version``, ``samples`` (dtype) and a short cell per
+    concern (fail in bold)."""
+    return [{"implementation@version": r["row"], "samples": r["sample_dtype"],
+             **{c: _SHORT.get(r[c], r[c]) for c in concerns}} for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deviations, explained
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Deviation:
+    """A known deviation: ``key``; ``title``; the ``concerns`` it shows in; ``verdicts`` it gives (fail or
+    unsupported); ``match(concern_result: dict) -> bool`` recognises it in a report's concern entry; ``what``
+    explains it; ``upstream`` names the change that introduced or fixed it."""
+    key: str
+    title: str
+    concerns: tuple
+    verdicts: tuple
+    match: Callable
+    what: str
+    upstream: str
+    kinds: tuple = ("lcm",)
+
+
+def _text(c) -> str:
+    return " ".join(str(c.get(k) or "") for k in ("detail", "likely_cause")) + " " + " ".join(c.get("refused") or [])
+
+
+def _has(*words):
+    return lambda c: all(w.lower() in _text(c).lower() for w in words)
+
+
+#: The deviations the matrix is expected to show, each with the upstream change (docs/design.md §13.1). A failing or
+#: refused concern that matches none of these is listed as unexplained on the page: a new finding to investigate.
+KNOWN_DEVIATIONS = (
+    Deviation("stride_selection", "Stride selection of the timesteps",
+              ("timesteps", "original_inference_steps", "strength"), ("fail",),
+              _has("scheduler.timesteps ="),
+              "`origin[::-(L//n)][:n]` (the authors' rule) instead of `floor(linspace(0, L, n, endpoint=False))`: "
+              "n=4 gives [999, 759, 519, 279] instead of [999, 759, 499, 259]; the concerns `original_inference_steps` "
+              "and `strength` compare the same selection on other grids.",
+              "introduced 0.22.0 (958e17dada, #5448); replaced in 0.24.0 (dc21498b43, #5836)"),
+    Deviation("final_step_noise", "Noise added on the last step", ("final_step",), ("fail",), _has("last step"),
+              "0.22.0 re-noises whenever n > 1, the last step included (to the last timestep's own level), so the "
+              "run does not end on `denoised`.",
+              "introduced 0.22.0 (958e17dada, #5448); fixed in 0.23.0 (aab6de22c3, #5681)"),
+    Deviation("noise_dtype", "Noise drawn in float32 for float16 latents", ("noise", "dtype"), ("fail",),
+              lambda c: _has("float32")(c) and ("noise" in _text(c) or "dtype" in _text(c)),
+              "0.22.0 calls `randn_tensor` without `dtype=`: z is float32 whatever the latents' dtype, a different "
+              "stream than the float16 draw, and prev_sample is promoted to float32.",
+              "introduced 0.22.0 (958e17dada, #5448); fixed in 0.23.0 (aab6de22c3, #5681: dtype=denoised.dtype)"),
+    Deviation("no_timestep_scaling", "No `timestep_scaling` config key", ("config",), ("unsupported",),
+              _has("timestep_scaling"),
+              "0.22.0 hard-codes u = t/0.1; through `diffusers_compat` configs with timestep_scaling = 10 are judged "
+              "normally and the others are refused (reported, not failed).",
+              "key added in 0.23.0 (aab6de22c3, #5681)"),
+    Deviation("no_custom_timesteps", "No custom `timesteps=`", ("custom_timesteps", "errors"), ("unsupported",),
+              _has("timesteps"),
+              "`set_timesteps` takes only num_inference_steps before 0.24.",
+              "added in 0.24.0 (67d070749a, #5874)"),
+    Deviation("no_previous_timestep", "No `previous_timestep`", ("previous_timestep",), ("unsupported",),
+              _has("previous_timestep"), "the method does not exist before 0.24.",
+              "added in 0.24.0 (67d070749a, #5874)"),
+    Deviation("previous_timestep_formula", "`previous_timestep` returns t − T//n", ("previous_timestep",), ("fail",),
+              _has("T//n"),
+              "n=4 gives 749, 509, 249, 9 instead of the next scheduled entry 759, 499, 259, −1 (docs/design.md "
+              "§6.Q6); `step` never calls it, so no output changes.",
+              "introduced 0.24.0 (67d070749a, #5874, taken from DDPM); fixed in 0.32.0 (5effcd3e64, #9384)",
+              ("lcm", "tcd")),
+    Deviation("tcd_explicit_original_steps", "TCD: an explicit original_inference_steps selects from every training "
+              "timestep", ("original_inference_steps",), ("fail",), _has("original_inference_steps="),
+              "whenever `original_inference_steps` is passed to `TCDScheduler.set_timesteps` (any value, 50 "
+              "included) its origin grid is every training timestep, range(0, int(T·strength)), instead of "
+              "(1..orig)·k − 1: n=4 with original_inference_steps=50 gives [999, 749, 499, 249] where the same call "
+              "without the keyword, and LCMScheduler either way, give [999, 759, 499, 259] (docs/design.md §13.2). "
+              "LCMScheduler is not affected.",
+              "in TCDScheduler since it was added (0.27.0); unchanged through 0.42.1 (measured)", ("tcd",)),
+    Deviation("no_begin_index", "No `set_begin_index`", ("state",), ("unsupported",), _has("set_begin_index"),
+              "img2img pipelines cannot start mid-schedule without the first-step lookup.",
+              "added in 0.27.0 (adcbe674a4, #6728)"),
+)
+
+
+def _example(c) -> str:
+    """What one report says about a concern: what was refused (unsupported), else the first line of the detail."""
+    if c["verdict"] == "unsupported" and c.get("refused"):
+        text = c["refused"][0]
+    else:
+        text = ((c.get("detail") or "").splitlines() or [""])[0]
+    return text if len(text) <= 240 else text[:237] + "..."
+
+
+def _find(dev_list, kind, concern, c):
+    for d in dev_list:
+        if concern in d.concerns and c["verdict"] in d.verdicts and kind in d.kinds and d.match(c):
+            return d
+    return None
+
+
+def deviations(folder, *, known=KNOWN_DEVIATIONS) -> list[dict]:
+    """Each distinct deviation found in ``folder``'s reports: the known ones (``known``) with the rows and concerns
+    that show them, then any fail or unsupported verdict that matches none (``key`` "unexplained:<concern>", with
+    its detail and likely cause). Each entry: key, title, what, upstream, concerns, rows (implementation@version
+    dtype), example (the first detail line and likely cause of one occurrence)."""
+    found: dict = {}
+    for r in matrix_rows(folder):
+        rep = json.loads((Path(folder) / r["file"]).read_text())
+        kind = {"LCMScheduler": "lcm", "TCDScheduler": "tcd"}.get(r["row"].split("@")[0], "dropin")
+        for c in rep["concerns"]:
+            if c["verdict"] not in ("fail", "unsupported"):
+                continue
+            d = _find(known, kind, c["concern"], c)
+            key = d.key if d else f"unexplained:{kind}:{c['concern']}:{c['verdict']}"
+            e = found.setdefault(key, {
+                "key": key, "title": d.title if d else f"{c['concern']}: {c['verdict']} (not a known deviation)",
+                "what": d.what if d else "", "upstream": d.upstream if d else "", "concerns": [], "rows": [],
+                "example": _example(c),
+                "likely_cause": c.get("likely_cause") or "", "known": d is not None})
+            if c["concern"] not in e["concerns"]:
+                e["concerns"].append(c["concern"])
+            tag = f"{r['row']} {r['sample_dtype']}"
+            if tag not in e["rows"]:
+                e["rows"].append(tag)
+    order = {d.key: i for i, d in enumerate(known)}
+    return sorted(found.values(), key=lambda e: (order.get(e["key"], len(order)), e["key"]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the page shows (notebooks/conformance.ipynb)
+# ---------------------------------------------------------------------------------------------------------------
+
+def report_folder(data=None) -> Optional[Path]:
+    """The folder holding the matrix: ``data``/conformance (the report run's data folder, where ``lcm-ref report``
+    carries the committed files), else the checkout's reports/data/conformance; None if neither has matrix.csv."""
+    for f in ([Path(data) / "conformance"] if data else []) + [default_out()]:
+        if (f / "matrix.csv").is_file():
+            return f
+    return None
+
+
+def run_info(folder) -> dict:
+    """run.json of ``folder`` (timings and environment of the last ``make conformance``), or {}."""
+    p = Path(folder) / "run.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def summary_markdown(rows, info) -> str:
+    """One paragraph: what ran, how long it took, how many cells of each verdict."""
+    versions = sorted({r["version"] for r in rows if not r["row"].startswith("lcm_ref")}, key=version_tuple)
+    counts = {v: sum(r[c] == v for r in rows for c in CONCERNS) for v in VERDICTS}
+    dtypes = " and ".join(sorted({r["sample_dtype"] for r in rows}, reverse=True))
+    text = (f"{len(rows)} runs: diffusers {', '.join(versions)} (LCMScheduler; TCDScheduler from 0.27) and lcm_ref's "
+            f"drop-in, each in {dtypes}, default examples. "
+            "Cells: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ".")
+    if info:
+        load = ", ".join(f"{x:.1f}" for x in info.get("load_average") or [])
+        text += (f" Last `make conformance`: {info['wall_s']:.0f} s wall with {info['jobs']} processes on "
+                 f"{info['cpus']} CPUs" + (f" (load average at the end: {load})" if load else "") + ".")
+        if info.get("cpu_makespan_s") is not None:
+            text += (f" The jobs used {info['cpu_seconds']:.0f} CPU seconds (imports included), which is "
+                     f"{info['cpu_makespan_s']:.0f} s of wall time on {info['jobs']} otherwise idle cores.")
+    return text
+
+
+_COLOURS = {"pass": "#8fd19e", "fail": "#e8747c", "unsupported": "#f5c16c", "not_observable": "#b7c7e6",
+            NOT_APPLICABLE: "#eeeeee"}
+_MARKS = {"pass": "", "fail": "FAIL", "unsupported": "unsup.", "not_observable": "n.obs.", NOT_APPLICABLE: "n/a"}
+
+
+def plot_matrix(rows, concerns=CONCERNS):
+    """The matrix as a coloured grid (rows × concerns); returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+    keys = list(_COLOURS)
+    grid = [[keys.index(r[c]) if r[c] in keys else 0 for c in concerns] for r in rows]
+    fig, ax = plt.subplots(figsize=(11, 0.28 * len(rows) + 2.2))
+    ax.imshow(grid, cmap=ListedColormap([_COLOURS[k] for k in keys]), vmin=-0.5, vmax=len(keys) - 0.5,
+              aspect="auto")
+    for i, r in enumerate(rows):
+        for j, c in enumerate(concerns):
+            ax.text(j, i, _MARKS.get(r[c], r[c]), ha="center", va="center", fontsize=6.5)
+    ax.set_xticks(range(len(concerns)), concerns, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{r['row']}  {r['sample_dtype']}" for r in rows], fontsize=7.5)
+    ax.set_xticks([x - 0.5 for x in range(1, len(concerns))], minor=True)
+    ax.set_yticks([y - 0.5 for y in range(1, len(rows))], minor=True)
+    ax.grid(False)
+    ax.grid(which="minor", color="white", lw=1)
+    ax.tick_params(which="minor", length=0)
+    ax.legend(handles=[Patch(color=_COLOURS[k], label=k) for k in keys], loc="lower center",
+              bbox_to_anchor=(0.5, 1.0), ncol=len(keys), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def deviations_markdown(devs) -> str:
+    """Each deviation as a short section: what, where it shows (concerns, rows), the upstream change, an example."""
+    if not devs:
+        return "No concern fails or is unsupported in any run."
+    out = []
+    for k, d in enumerate(devs, 1):
+        rows = _compress_rows(d["rows"])
+        lines = [f"**{k}. {d['title']}**" + ("" if d["known"] else " — *not a known deviation: investigate*"), ""]
+        if d["what"]:
+            lines.append(d["what"])
+        lines += ["", f"- concerns: {', '.join(f'`{c}`' for c in d['concerns'])}", f"- rows: {rows}"]
+        if d["upstream"]:
+            lines.append(f"- upstream: {d['upstream']}")
+        ex = d["example"] + (f" — likely cause: {d['likely_cause']}" if d["likely_cause"] else "")
+        lines.append(f"- one report says: {ex}")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _compress_rows(tags) -> str:
+    """'LCMScheduler@0.22.0 float32', 'LCMScheduler@0.22.0 float16' -> 'LCMScheduler@0.22.0 (float32, float16)'."""
+    by = {}
+    for t in tags:
+        name, _, dtype = t.rpartition(" ")
+        by.setdefault(name, []).append(dtype)
+    return "; ".join(f"{n} ({', '.join(d)})" for n, d in by.items())
+
+
+def deviation_rows(devs) -> list[dict]:
+    """The deviations as CSV rows."""
+    return [{"key": d["key"], "title": d["title"], "known": d["known"], "concerns": " ".join(d["concerns"]),
+             "rows": "; ".join(d["rows"]), "upstream": d["upstream"]} for d in devs]
+
+
+def tcd_rows() -> list[dict]:
+    """Which concerns the TCDScheduler rows judge, and why the others are not applicable."""
+    from ..oracle.adapters import TCD_NOT_APPLICABLE
+    return [{"concern": c, "judged for TCD": c not in TCD_NOT_APPLICABLE,
+             "why not": TCD_NOT_APPLICABLE.get(c, "")} for c in CONCERNS]
+
+
+def timing_rows(rows, info) -> list[dict]:
+    """Per run: conform's own seconds (from the JSON) and the job's CPU seconds (run.json), with the wall time."""
+    meta = {(m.get("label"), m.get("dtype")): m for m in info.get("results", [])} if info else {}
+    out = []
+    for r in rows:
+        m = meta.get((r["row"], r["sample_dtype"]), {})
+        out.append({"implementation@version": r["row"], "samples": r["sample_dtype"],
+                    "conform wall s": r["seconds"], "job CPU s": m.get("cpu_s"), "job wall s": m.get("wall_s"),
+                    "adapter": m.get("adapter") or ""})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lcm_ref.studies.conformance", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command")
+    p.add_argument("--venvs", default=None, help="folder of the diffusers-<V> environments (default "
+                   "$LCM_REF_VENVS or ~/.cache/lcm_ref/venvs)")
+    p.add_argument("--out", default=None, help="where the reports go (default reports/data/conformance)")
+    p.add_argument("--versions", nargs="+", default=list(VERSIONS), help="diffusers releases (default: all)")
+    p.add_argument("--dtypes", nargs="+", default=list(DTYPES), help="sample dtypes (default float32 float16)")
+    p.add_argument("--jobs", type=int, default=2, help="processes at a time (default 2)")
+    p.add_argument("--examples", type=int, default=None, help="hypothesis examples per concern (default: conform's)")
+    p.add_argument("--no-shrink", action="store_true", help="do not shrink failures")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    j = sub.add_parser("job", help="one conform run in this environment")
+    j.add_argument("--kind", choices=["lcm", "tcd", "dropin"], required=True)
+    j.add_argument("--dtype", default="float32")
+    j.add_argument("--json", required=True)
+    j.add_argument("--examples", type=int, default=None)
+    j.add_argument("--no-shrink", action="store_true")
+    sub.add_parser("matrix", help="rebuild matrix.csv from the JSON reports in --out")
+    args = p.parse_args(argv)
+    if args.command == "job":
+        meta = run_job(args.kind, args.dtype, args.json, examples=args.examples, shrink=not args.no_shrink)
+        print(json.dumps(meta))
+        return 0
+    if args.command == "matrix":
+        print(write_matrix(args.out or default_out()))
+        return 0
+    info = run_matrix(args.venvs, args.out, versions=args.versions, dtypes=args.dtypes, jobs=args.jobs,
+                      examples=args.examples, shrink=not args.no_shrink, progress=not args.quiet)
+    bad = [m for m in info["results"] if not m["ok"]]
+    print(f"conformance: {info['runs']} runs in {info['wall_s']:.0f} s wall ({info['jobs']} processes; "
+          f"{info['cpu_seconds']:.0f} CPU s, {info['cpu_makespan_s']:.0f} s on {info['jobs']} idle cores), "
+          f"{len(bad)} failed to run; matrix: "
+          f"{Path(args.out or default_out()) / 'matrix.csv'}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

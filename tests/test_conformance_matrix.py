@@ -1,0 +1,159 @@
+"""lcm_ref.studies.conformance: the version matrix's plan, writer and reader, and the deviation explanations, on a
+tiny fake set of JSON reports (no conform run: milliseconds); and the committed reports of reports/data/conformance
+against the schema and the matrix CSV."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from lcm_ref.oracle.conform import schema as conformance_schema
+from lcm_ref.oracle.adapters import TCD_CONCERNS
+from lcm_ref.oracle.conform import ConcernResult, ConformanceReport
+from lcm_ref.studies import conformance as C
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "reports" / "data" / "conformance"
+
+
+def fake_report(impl, dtype, verdicts, *, details=None, causes=None, refused=None, concerns=C.CONCERNS):
+    rep = ConformanceReport(impl, dtype, "cpu", "float32", "diffusers", {c: 1 for c in concerns}, 30.0)
+    for c in concerns:
+        v = verdicts.get(c, "pass")
+        rep.concerns.append(ConcernResult(c, v, (details or {}).get(c, "3 examples, 10 values compared"),
+                                          failing_examples=1 if v == "fail" else 0,
+                                          reproduce="replay(...)" if v == "fail" else None,
+                                          likely_cause=(causes or {}).get(c), refused=(refused or {}).get(c, [])))
+    rep.seconds = 12.5
+    return rep
+
+
+@pytest.fixture
+def folder(tmp_path):
+    f = tmp_path / "conformance"
+    f.mkdir()
+    old = fake_report(
+        "lcm_ref.oracle.adapters:compat_LCMScheduler", "float16",
+        {"config": "unsupported", "timesteps": "fail", "final_step": "fail", "noise": "fail",
+         "previous_timestep": "unsupported", "state": "unsupported", "add_noise": "fail"},
+        details={"timesteps": "set_timesteps(num_inference_steps=4): scheduler.timesteps = [999, 759, 519, 279], want "
+                              "[999, 759, 499, 259]",
+                 "final_step": "prev_sample at the last step 3 (t=279), against its denoised differs",
+                 "noise": "step 0 (t=999): the noise is drawn in float32, want the sample dtype float16",
+                 "add_noise": "add_noise differs from the reference beyond the budget"},
+        causes={"timesteps": "selects origin[::-(L//n)][:n] (the authors' stride rule)",
+                "final_step": "adds noise on the last step (diffusers 0.22 and the authors' pipeline did)"},
+        refused={"config": ["the constructor refuses timestep_scaling=0.1 (NotImplementedError: ...)"],
+                 "previous_timestep": ["no method previous_timestep"],
+                 "state": ["no method set_begin_index (diffusers < 0.27)"]})
+    mid = fake_report("diffusers:LCMScheduler", "float32", {"previous_timestep": "fail"},
+                      details={"previous_timestep": "previous_timestep(999 as tensor) = 749, want 759"},
+                      causes={"previous_timestep": "returns t − T//n, diffusers' formula before 0.32"})
+    tcd = fake_report("diffusers:TCDScheduler", "float32", {}, concerns=TCD_CONCERNS)
+    dropin = fake_report("lcm_ref.torch_impl:LCMScheduler", "float32", {})
+    for name, rep in (("LCMScheduler-0.22.0_float16.json", old), ("LCMScheduler-0.24.0_float32.json", mid),
+                      ("TCDScheduler-0.27.2_float32.json", tcd), ("lcm_ref-dropin-0.42.1_float32.json", dropin),
+                      ("LCMScheduler-0.22.0_float32.json", mid)):
+        (f / name).write_text(rep.to_json())
+    (f / "run.json").write_text(json.dumps({"wall_s": 100.0, "jobs": 2, "cpus": 2, "cpu_seconds": 180.0,
+                                            "cpu_makespan_s": 95.0, "load_average": [1.0, 1.0, 1.0],
+                                            "results": [{"label": "LCMScheduler@0.24.0", "dtype": "float32",
+                                                         "cpu_s": 20.0, "wall_s": 22.0, "adapter": None}]}))
+    (f / "notes.json").write_text("{}")             # not a report: ignored
+    return f
+
+
+def test_plan_covers_the_matrix():
+    jobs = C.plan()
+    assert len(jobs) == 9 * 2 + 4 * 2 + 2
+    assert {(j.kind, j.version) for j in jobs if j.kind == "tcd"} == {("tcd", v) for v in
+                                                                      ("0.27.2", "0.31.0", "0.32.2", "0.42.1")}
+    assert [j.version for j in jobs if j.kind == "dropin"] == ["0.42.1", "0.42.1"]
+    assert jobs[0].version == "0.22.0"                     # the slowest first
+    assert all(C.FILE_PATTERN.match(j.filename) for j in jobs)
+    assert len({j.filename for j in jobs}) == len(jobs)
+
+
+def test_makespan():
+    assert C.makespan([3, 3, 2, 2, 2], 2) == 7
+    assert C.makespan([10], 2) == 10 and C.makespan([], 2) == 0
+
+
+def test_matrix_rows_order_and_cells(folder):
+    rows = C.matrix_rows(folder)
+    assert [(r["row"], r["sample_dtype"]) for r in rows] == [
+        ("LCMScheduler@0.22.0", "float32"), ("LCMScheduler@0.22.0", "float16"), ("LCMScheduler@0.24.0", "float32"),
+        ("TCDScheduler@0.27.2", "float32"), ("lcm_ref.torch_impl.LCMScheduler@0.1.0", "float32")]
+    tcd = rows[3]
+    assert tcd["denoised"] == tcd["final_step"] == C.NOT_APPLICABLE and tcd["timesteps"] == "pass"
+    assert rows[1]["timesteps"] == "fail" and rows[1]["config"] == "unsupported"
+
+
+def test_matrix_csv_round_trip(folder):
+    path = C.write_matrix(folder)
+    with open(path, newline="") as f:
+        header = next(csv.reader(f))
+    assert header == ["row", "implementation", "version", "sample_dtype", "file", "seconds", *C.CONCERNS]
+    rows = C.load_matrix(folder)
+    assert len(rows) == 5 and rows[0]["seconds"] == 12.5
+    assert {r[c] for r in rows for c in C.CONCERNS} <= set(C.VERDICTS)
+    table = C.verdict_table(rows)
+    assert table[1]["timesteps"] == "**FAIL**" and table[3]["denoised"] == "n/a"
+
+
+def test_deviations_are_grouped_and_explained(folder):
+    devs = {d["key"]: d for d in C.deviations(folder)}
+    assert devs["stride_selection"]["rows"] == ["LCMScheduler@0.22.0 float16"]
+    assert "#5836" in devs["stride_selection"]["upstream"]
+    assert "#5681" in devs["final_step_noise"]["upstream"] and "#5681" in devs["noise_dtype"]["upstream"]
+    assert "#5681" in devs["no_timestep_scaling"]["upstream"]
+    assert devs["previous_timestep_formula"]["rows"] == ["LCMScheduler@0.22.0 float32", "LCMScheduler@0.24.0 float32"]
+    assert "#9384" in devs["previous_timestep_formula"]["upstream"]
+    assert "no_previous_timestep" in devs and "no_begin_index" in devs
+    odd = devs["unexplained:lcm:add_noise:fail"]
+    assert not odd["known"] and odd["rows"] == ["LCMScheduler@0.22.0 float16"]
+    text = C.deviations_markdown(list(devs.values()))
+    assert "not a known deviation" in text and "LCMScheduler@0.22.0 (float16)" in text
+    assert C.deviation_rows(list(devs.values()))[0]["key"]
+
+
+def test_page_helpers(folder, tmp_path):
+    rows = C.load_matrix(C.write_matrix(folder).parent)
+    info = C.run_info(folder)
+    assert "5 runs" in C.summary_markdown(rows, info) and "95 s of wall time on 2" in C.summary_markdown(rows, info)
+    timing = C.timing_rows(rows, info)
+    assert timing[2]["job CPU s"] == 20.0 and timing[0]["job CPU s"] is None
+    assert C.report_folder(folder.parent) == folder
+    assert C.report_folder(tmp_path / "nowhere") in (None, C.default_out())
+    judged = {r["concern"]: r["judged for TCD"] for r in C.tcd_rows()}
+    assert judged["noise"] and judged["tables"] and not judged["denoised"] and not judged["final_step"]
+
+
+def test_plot_matrix(folder):
+    import matplotlib
+    matplotlib.use("Agg")
+    fig = C.plot_matrix(C.matrix_rows(folder))
+    assert len(fig.axes) == 1
+
+
+@pytest.mark.skipif(not (COMMITTED / "matrix.csv").is_file(), reason="no committed matrix")
+def test_committed_reports_are_valid_and_consistent():
+    """The committed reports follow conformance.schema.json; matrix.csv is what their verdicts say; every fail or
+    unsupported cell is a known deviation; lcm_ref's drop-in and the newest diffusers have no fail."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = conformance_schema()
+    for p in COMMITTED.glob("*.json"):
+        if C.FILE_PATTERN.match(p.name):
+            jsonschema.validate(json.loads(p.read_text()), schema)
+    def cells(rows):
+        return [(r["row"], r["sample_dtype"], r["file"], *(r[c] for c in C.CONCERNS)) for r in rows]
+
+    assert cells(C.load_matrix(COMMITTED)) == cells(C.matrix_rows(COMMITTED))
+    assert all(d["known"] for d in C.deviations(COMMITTED)), [d["key"] for d in C.deviations(COMMITTED)]
+    rows = C.load_matrix(COMMITTED)
+    newest = max((r["version"] for r in rows if r["row"].startswith("LCMScheduler")), key=C.version_tuple)
+    for r in rows:
+        if r["row"].startswith("lcm_ref") or r["row"] == f"LCMScheduler@{newest}":
+            assert "fail" not in [r[c] for c in C.CONCERNS], r
+
