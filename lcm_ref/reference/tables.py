@@ -15,12 +15,13 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import warnings
 
 import mpmath
 import numpy as np
 
 from ..config import LCMConfig
-from ..errors import LCMRefError
+from ..errors import LCMRefError, LCMRefWarning
 
 DPS = 50            #: decimal digits of the exact computation (docs/design.md §2 asks for >= 40)
 SIGMA_DATA = 0.5    #: σ_data of the boundary condition (diffusers' LCMScheduler.sigma_data)
@@ -91,9 +92,28 @@ def _exact_betas(cfg: LCMConfig):
     return [min(1 - abar(_mpf(i + 1) / T) / abar(_mpf(i) / T), _mpf(MAX_BETA)) for i in range(T)]
 
 
-@functools.lru_cache(maxsize=256)
+#: the config fields the β and ᾱ tables depend on; the caches below are keyed on these alone, so configs that
+#: differ only in the step's settings (prediction type, original_inference_steps, scaling, …) share one table
+TABLE_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas",
+                "rescale_betas_zero_snr")
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def table_key(cfg: LCMConfig) -> LCMConfig:
+    """``cfg`` with every field the tables do not depend on at its default (the cache key of ``_exact``). A
+    degenerate config has already warned when it was made: the key is built without a second warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LCMRefWarning)
+        return LCMConfig(**{f: getattr(cfg, f) for f in TABLE_FIELDS})
+
+
 def _exact(cfg: LCMConfig):
     """Exact (betas, alphas_cumprod) as mpf lists."""
+    return _exact_by_key(table_key(cfg))
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_by_key(cfg: LCMConfig):
     beta = _exact_betas(cfg)
     abar, acc = [], _mpf(1)
     for b in beta:
@@ -115,8 +135,12 @@ def _rounded(values):
     return arr
 
 
-@functools.lru_cache(maxsize=256)
 def _tables(cfg: LCMConfig):
+    return _tables_by_key(table_key(cfg))
+
+
+@functools.lru_cache(maxsize=256)
+def _tables_by_key(cfg: LCMConfig):
     beta, abar = _exact(cfg)
     return {
         "betas": _rounded(beta),

@@ -1,0 +1,53 @@
+"""``lcm-ref paper``: train the networks of the learned testbed (the paper's figures on 8×8 digits).
+
+``lcm-ref paper train`` trains the classifier, the teacher and every distillation run (the main student, the
+timestep_scaling students, the Fig. 3 grid), in that order, resuming where an interrupted run stopped. The report
+(``lcm-ref report``) only evaluates the committed results; this is the separate command that regenerates them.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from ..errors import LCMRefError
+
+
+def configure_parser(parser):
+    from ..studies.paper import GRIDS, STAGES
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub.add_parser("train", help="train the classifier, the teacher and the students (resumable)",
+                       description="Train the learned testbed's networks (docs/design.md §11.1): resumable, fixed "
+                       "seeds, float32; weights and training curves are written into the package's "
+                       "testbed/digits/weights and runs folders, a copy of the CSVs into --data.")
+    p.add_argument("--only", metavar="STAGE", action="append", choices=STAGES,
+                   help=f"train only this stage (repeatable): one of {', '.join(STAGES)}; a stage trains what it "
+                   "needs first (students need the teacher and the classifier)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
+    p.add_argument("--grid", choices=tuple(GRIDS), default=None,
+                   help="'cpu': the Fig. 3 runs cut to 1,000 iterations (default on a CPU); 'full': as long as the "
+                   "main student (default on CUDA)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--work", metavar="DIR", default=None,
+                   help="where run states are kept for resuming (default ./build/paper-train)")
+    p.add_argument("--weights", metavar="DIR", default=None,
+                   help="where the weights go (default: the package's testbed/digits/weights)")
+    p.add_argument("--runs", metavar="DIR", default=None,
+                   help="where the training curves and wall times go (default: the package's testbed/digits/runs)")
+    p.add_argument("--data", metavar="DIR", default="reports/data",
+                   help="copy of the CSVs for the report (default ./reports/data)")
+    p.add_argument("--force", action="store_true", help="retrain stages that are already done")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args) -> int:
+    from ..studies.paper import train
+    command = "lcm-ref paper " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
+        "lcm-ref paper train"
+    try:
+        train(args.only, device=args.device, grid=args.grid, work=args.work, weights=args.weights, runs=args.runs,
+              data_out=args.data, force=args.force, progress=not args.quiet, threads=args.threads, command=command)
+    except LCMRefError as e:
+        print(f"lcm-ref paper: error: {e}", file=sys.stderr)
+        return 2
+    return 0
