@@ -23,6 +23,7 @@ The widening is at most 2⁻⁵² relative, below 2⁻²⁹ of a float32 ulp; fo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -35,7 +36,7 @@ from .. import reference as ref
 from ..errors import LCMRefError, StrictError
 from ..numerics import dtype_name, eps, to_f64
 
-__all__ = ["hypothesis_seed", "round_to", "accepted_interval", "Comparison", "compare_values", "call",
+__all__ = ["hypothesis_seed", "source_independent_draws", "round_to", "accepted_interval", "Comparison", "compare_values", "call",
            "exceptions_match", "step_outputs", "impl_path"]
 
 #: binary formats below float64: (significand bits p with the implicit bit, smallest normal exponent, largest
@@ -53,6 +54,34 @@ def hypothesis_seed(name: str) -> int:
     drawn would change with an edit, and could differ between installs; this seed depends on the name alone
     (docs/design.md §9.3)."""
     return int.from_bytes(hashlib.sha256(f"lcm_ref:{name}".encode()).digest()[:8], "big")
+
+
+@contextlib.contextmanager
+def source_independent_draws():
+    """Within the block, hypothesis draws do not depend on which modules are imported or where lcm_ref is
+    installed.
+
+    Recent hypothesis (6.13x and later) mixes into its float, integer and string draws the literal constants it finds
+    in every imported module it judges local (not under site-packages). The examples a seeded run draws then depend
+    on the process's import history (a pytest worker that has imported more modules draws other examples) and on
+    the install (an editable checkout is local, a wheel is not): the cause of draws differing between installs. The
+    oracle's runs turn this off by giving hypothesis an empty pool of local constants (an internal hook of
+    hypothesis, guarded: where it does not exist there is nothing to turn off)."""
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:                              # pragma: no cover - hypothesis without providers
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    if original is None or not hasattr(providers, "Constants"):
+        yield
+        return
+    empty = providers.Constants()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
 
 
 def round_to(values, dtype) -> np.ndarray:

@@ -62,7 +62,7 @@ from . import strategies as lst
 from .budget import TABLES, alphas_cumprod_bound, forward_bound, scalings_bound, step_bound
 from .check import Case, OracleMismatch, canonical_cases, load_factory
 from .compare import (call, compare_values, exceptions_match, hypothesis_seed, impl_path, round_to,
-                      step_outputs)
+                      source_independent_draws, step_outputs)
 from .noise import NoiseTap
 
 __all__ = ["CONCERNS", "DESCRIPTIONS", "VERDICTS", "DEFAULT_EXAMPLES", "DEFAULT_TIMEOUT_S", "SHRINK_SECONDS",
@@ -1741,7 +1741,8 @@ def conform(factory: Callable, *, dtype="float32", device="cpu", examples=None, 
     for c in names:
         run = _Run(factory, c, dtype=dtype, device=device, tables=tables, profile=profile, timeout_s=timeout_s,
                    impl=name)
-        report.concerns.append(_run_concern(run, per[c], shrink=shrink))
+        with source_independent_draws():
+            report.concerns.append(_run_concern(run, per[c], shrink=shrink))
     report.seconds = time.perf_counter() - t0
     return report
 
