@@ -19,7 +19,7 @@ import numpy as np
 from .errors import LCMRefError
 
 __all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "write_atomic", "csv_text",
-           "write_csv", "markdown_table"]
+           "write_csv", "read_csv", "markdown_table"]
 
 #: machine epsilon (the spacing of floats in [1, 2)) of each floating dtype lcm_ref compares in
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -122,6 +122,19 @@ def csv_text(rows, columns=None, floatfmt=None) -> str:
 def write_csv(rows, path, columns=None, floatfmt=None) -> Path:
     """``csv_text`` written atomically to ``path``."""
     return write_atomic(path, csv_text(rows, columns, floatfmt))
+
+
+def read_csv(path) -> list:
+    """Rows of a CSV as dicts; numbers converted to int / float where they parse."""
+    def conv(v):
+        for f in (int, float):
+            try:
+                return f(v)
+            except ValueError:
+                pass
+        return v
+    with open(path, newline="") as f:
+        return [{k: conv(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def _md_cell(v, floatfmt):

@@ -25,10 +25,8 @@ import contextlib
 import csv
 import io
 import math
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 

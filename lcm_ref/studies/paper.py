@@ -23,10 +23,7 @@ class i mod 10).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -38,7 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import LCMRefError
-from ..numerics import write_atomic
+from ..numerics import csv_text, read_csv, write_atomic
 from ..testbed.digits import checkpoint as ck
 from ..testbed.digits import classifier as clf
 from ..testbed.digits import data, lcd, sampling
@@ -120,31 +117,11 @@ def _git_commit():
         return "unknown"
 
 
-def _csv_text(rows):
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def write_csv(rows, name, out_dir=DEFAULT_OUT) -> Path:
     """Rows (dicts with the same keys, in column order) to ``out_dir/name``, atomically."""
     if not rows:
         raise LCMRefError("rows", rows, "a non-empty list of dicts")
-    return write_atomic(Path(out_dir) / name, _csv_text(rows).encode())
-
-
-def read_csv(path) -> list:
-    def conv(v):
-        for f in (int, float):
-            try:
-                return f(v)
-            except ValueError:
-                pass
-        return v
-    with open(path, newline="") as f:
-        return [{k: conv(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return write_atomic(Path(out_dir) / name, csv_text(rows).encode())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -593,7 +570,7 @@ class _Trainer:
         path = self.runs / "training.csv"
         rows = [r for r in read_csv(path) if r["name"] != row["name"]] if path.is_file() else []
         rows.append(row)
-        write_atomic(path, _csv_text(rows).encode())
+        write_atomic(path, csv_text(rows).encode())
         if self.data_out:
             write_csv(rows, "digits_training.csv", self.data_out)
 
@@ -601,7 +578,7 @@ class _Trainer:
         path = self.runs / "lcd_runs.csv"
         old = [r for r in read_csv(path) if r["run"] != name] if path.is_file() else []
         allrows = old + rows
-        write_atomic(path, _csv_text(allrows).encode())
+        write_atomic(path, csv_text(allrows).encode())
         if self.data_out:
             write_csv(allrows, "digits_lcd_runs.csv", self.data_out)
             sk = _skipping_rows(allrows)

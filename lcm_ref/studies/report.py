@@ -14,12 +14,8 @@ run leaves the previous reports intact. Files named ``data/*cuda*`` (GPU results
 
 from __future__ import annotations
 
-import argparse
 import base64
-import csv
 import datetime as _dt
-import io
-import math
 import os
 import platform
 import re
@@ -32,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import LCMRefError
-from ..numerics import markdown_table, write_atomic, write_csv
+from ..numerics import markdown_table, read_csv, write_atomic, write_csv
 from . import reproducibility
 
 #: The notebooks in reading order (others found in the folder follow, sorted by name).
@@ -105,19 +101,6 @@ def save_csv(rows, path, columns=None) -> None:
     """Write ``rows`` (dicts) as CSV, atomically (``numerics.write_csv``: floats in repr precision, lists joined by
     spaces). Returns None (so that a notebook cell ending with it prints nothing)."""
     write_csv(rows, path, columns)
-
-
-def read_csv(path) -> list[dict]:
-    """Rows of a CSV as dicts; numbers converted to int / float where they parse."""
-    def conv(v):
-        for f in (int, float):
-            try:
-                return f(v)
-            except ValueError:
-                pass
-        return v
-    with open(path, newline="") as f:
-        return [{k: conv(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 # ---------------------------------------------------------------------------------------------------------------

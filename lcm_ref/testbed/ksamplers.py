@@ -21,7 +21,6 @@ the VP variant's own error stays inside the budget diffusers' operation chain is
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
