@@ -55,7 +55,7 @@ from .budget import TABLES, U_TABLE, forward_bound, step_bound, table_error_boun
 from .compare import (call, compare_values, exceptions_match, hypothesis_seed, impl_path, source_independent_draws,
                       step_outputs)
 from ..numerics import torch_dtype
-from ..errors import quiet as _quiet
+from ..errors import quiet
 from .noise import NoiseTap, step_noise
 
 __all__ = [
@@ -378,7 +378,7 @@ def run_case(factory, case: Case, *, dtype=torch.float32, device="cpu", profile=
     cfg = lst.build_config(case.config)
     ctx = _Ctx(case, cfg, impl if impl is not None else _impl_path(factory), dtype, device, profile, report, example,
                tables)
-    with _quiet():
+    with quiet():
         sched, exc = _call(lambda: factory(**cfg.to_dict()))
         if exc is not None:
             ctx.fail("exceptions", f"the constructor raises {type(exc).__name__}: {exc} for a valid config")

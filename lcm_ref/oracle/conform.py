@@ -55,7 +55,7 @@ from .. import __version__
 from .. import reference as ref
 from ..config import LCMConfig
 from ..errors import LCMRefError
-from ..errors import quiet as _quiet
+from ..errors import quiet
 from ..numerics import dtype_name, eps, markdown_table, to_f64, torch_dtype
 from ..torch_impl.noise import draw_noise
 from . import strategies as lst
@@ -340,7 +340,7 @@ class _Run:
         ex = _Example(self, case, label)
         t0 = time.perf_counter()
         try:
-            with _quiet(), _time_limit(self.timeout_s):
+            with quiet(), _time_limit(self.timeout_s):
                 _CHECKS[self.concern](ex)
         except _Stop:
             pass
@@ -437,6 +437,12 @@ class _Example:
             return [torch.Generator(device=self.run.device).manual_seed(case.generator_seed + i)
                     for i in range(case.sample.shape[0])]
         return torch.Generator(device=self.run.device).manual_seed(case.generator_seed)
+
+    def own_run(self):
+        """(schedule, num_inference_steps, step records) of one whole run on the implementation's own schedule."""
+        sched = self.build()
+        ts, n_eff = self.own_schedule(sched)
+        return ts, n_eff, self.run_steps(sched, ts, n_eff)
 
     def run_steps(self, sched, ts, n_eff, *, generator="single", start=None, begin_index=None):
         """Step through the implementation's own schedule ``ts`` from ``start`` (the request's by default), each
@@ -703,12 +709,12 @@ def _check_config(ex: _Example):
         ex.not_observable("the scheduler exposes no config (only the constructor's acceptance is checked)")
         ex.count()
         return
-    for key, given in kwargs.items():
+    for key, asked in kwargs.items():
         value, exc = call(lambda: conf[key] if hasattr(conf, "__getitem__") else getattr(conf, key))
         if exc is not None:
             continue                                     # a key the config does not expose: nothing to compare
-        if not _same_config_value(value, given):
-            ex.fail(f"config.{key} = {value!r}, given {given!r}\n  config: {ex.config_text}",
+        if not _same_config_value(value, asked):
+            ex.fail(f"config.{key} = {value!r}, asked {asked!r}\n  config: {ex.config_text}",
                     cause=f"the constructor overrides or ignores {key}")
         ex.count()
 
@@ -931,9 +937,7 @@ def _scaling_cause(cfg, t, name, g, tables):
 def _check_denoised(ex: _Example):
     """denoised and clip_threshold: each step's denoised, or the last step's prev_sample where no denoised is
     returned."""
-    sched = ex.build()
-    ts, n_eff = ex.own_schedule(sched)
-    recs = ex.run_steps(sched, ts, n_eff)
+    ts, n_eff, recs = ex.own_run()
     for rec in recs:
         ex.require_step(rec)
         den = rec.den if isinstance(rec.den, torch.Tensor) else None
@@ -953,10 +957,7 @@ def _check_denoised(ex: _Example):
 
 
 def _check_prev_sample(ex: _Example):
-    cfg = ex.cfg
-    sched = ex.build()
-    ts, n_eff = ex.own_schedule(sched)
-    recs = ex.run_steps(sched, ts, n_eff)
+    ts, n_eff, recs = ex.own_run()
     for rec in recs:
         ex.require_step(rec)
         if rec.last:
@@ -1028,9 +1029,7 @@ def _renoise_cause(ex, rec, ts, n_eff, t_prev, den, want, terms, bound):
 
 def _check_final_step(ex: _Example):
     cfg = ex.cfg
-    sched = ex.build()
-    ts, n_eff = ex.own_schedule(sched)
-    recs = ex.run_steps(sched, ts, n_eff)
+    ts, n_eff, recs = ex.own_run()
     for rec in recs:
         ex.require_step(rec)
     last = [r for r in recs if r.last]
@@ -1694,7 +1693,7 @@ def _preflight(factory, name, timeout_s):
     """Does the factory build a scheduler at all? Usage errors (LCMRefError) say what is wrong."""
     what = name or getattr(factory, "__name__", repr(factory))
     try:
-        with _quiet(), _time_limit(timeout_s):
+        with quiet(), _time_limit(timeout_s):
             obj, exc = call(lambda: factory(**LCMConfig().to_dict()))
             if exc is not None:
                 obj, exc2 = call(lambda: factory())
