@@ -438,6 +438,15 @@ class _Example:
                     for i in range(case.sample.shape[0])]
         return torch.Generator(device=self.run.device).manual_seed(case.generator_seed)
 
+    def schedule_both(self):
+        """The case's schedule request on both sides: (scheduler, request, set_timesteps keywords, the reference's
+        Schedule or None, its exception, the implementation's exception)."""
+        sched = self.build()
+        kw = self.set_timesteps_kwargs()
+        want, w_exc = self.reference_schedule()
+        _, g_exc = call(lambda: sched.set_timesteps(device=self.run.device, **kw))
+        return sched, self.case.request, kw, want, w_exc, g_exc
+
     def own_run(self):
         """(schedule, num_inference_steps, step records) of one whole run on the implementation's own schedule."""
         sched = self.build()
@@ -758,11 +767,7 @@ def _refused_config(run, cfg, exc) -> str:
 
 def _check_schedule(ex: _Example):
     """timesteps, original_inference_steps, strength, custom_timesteps: the integers and the exception class."""
-    sched = ex.build()
-    req = ex.case.request
-    kw = ex.set_timesteps_kwargs()
-    want, w_exc = ex.reference_schedule()
-    _, g_exc = call(lambda: sched.set_timesteps(device=ex.run.device, **kw))
+    sched, req, kw, want, w_exc, g_exc = ex.schedule_both()
     call_text = _request_text(req)
     if g_exc is not None and _refusal(g_exc) and not (w_exc is not None and exceptions_match(w_exc, g_exc)):
         ex.unsupported(f"set_timesteps refuses a keyword ({', '.join(kw)}): {_exc_text(g_exc)}")
@@ -1224,11 +1229,7 @@ def _check_previous_timestep(ex: _Example):
 def _check_errors(ex: _Example):
     """Bad requests: set_timesteps must raise the reference's class; under the strict profile the quirk inputs
     too, at set_timesteps or at the step that uses them (earlier is allowed, never later)."""
-    sched = ex.build()
-    req = ex.case.request
-    kw = ex.set_timesteps_kwargs()
-    want, w_exc = ex.reference_schedule()
-    _, g_exc = call(lambda: sched.set_timesteps(device=ex.run.device, **kw))
+    sched, req, kw, want, w_exc, g_exc = ex.schedule_both()
     what = _request_text(req)
     if w_exc is not None or g_exc is not None:
         if w_exc is None and ex.run.profile == "strict":

@@ -784,8 +784,13 @@ def figure_table1(rows, floor=None):
         ax.set_xlabel("steps")
     if floor is not None:
         axes[0].axhline(floor, color="k", lw=0.8, ls=":", label="real vs real (floor)")
+    return _fd_and_score_axes(fig, axes, "class score (the CLIP-score analog)")
+
+
+def _fd_and_score_axes(fig, axes, score_title):
+    """Labels, titles and legend of a two-panel figure: FD to the test split (log) left, class score right."""
     axes[0].set(ylabel="FD to the test split", yscale="log", title=f"FD (ω = {OMEGA:g})")
-    axes[1].set(ylabel="class score", title="class score (the CLIP-score analog)")
+    axes[1].set(ylabel="class score", title=score_title)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -854,11 +859,7 @@ def figure_timestep_scaling(rows):
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(STEPS), [str(s) for s in STEPS])
         ax.set_xlabel("steps")
-    axes[0].set(ylabel="FD to the test split", yscale="log", title=f"FD (ω = {OMEGA:g})")
-    axes[1].set(ylabel="class score", title="class score")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _fd_and_score_axes(fig, axes, "class score")
 
 
 def figure_sample_grid(grids):

@@ -50,7 +50,8 @@ from ...config import LCMConfig
 from ...errors import LCMRefError
 from .. import distill as ds
 from .data import Split
-from .teacher import SCHEDULE, TrainState, check_positive_int, guided_eps, noise_scheduler, unet_eps
+from .teacher import (SCHEDULE, TrainState, check_positive_int, guided_eps, noise_scheduler, optimizer_step,
+                      unet_eps)
 
 __all__ = ["GUIDANCE_DIM", "SOLVERS", "OMEGA_RANGE", "STUDENT_SEED", "lcm_config", "guidance_embedding",
            "make_student", "solver_step", "consistency", "lcd_target", "distill", "solver_grid"]
@@ -261,11 +262,7 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
             f_target = consistency(target, tables, x_hat, tgt, c, cond)
         f_online = consistency(student, tables, x, start, c, cond)
         loss = torch.nn.functional.mse_loss(f_online, f_target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(student, loss, opt, sched)
         with torch.no_grad():
             for p_t, p in zip(target.parameters(), student.parameters()):
                 p_t.lerp_(p, 1.0 - ema_decay)

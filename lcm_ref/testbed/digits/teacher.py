@@ -40,6 +40,16 @@ UNET_CONFIG = dict(sample_size=8, in_channels=1, out_channels=1, layers_per_bloc
 TEACHER_SEED = 0
 
 
+def optimizer_step(model, loss, opt, sched):
+    """One gradient step of the teacher's and the students' training: backward, clip the gradient norm to 1, step
+    the optimizer and the learning-rate schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def make_teacher(seed: int = TEACHER_SEED, **overrides):
     """A freshly initialised teacher U-Net (``UNET_CONFIG`` updated by ``overrides``), weights from ``seed``."""
     from diffusers import UNet2DConditionModel
@@ -153,11 +163,7 @@ def train_teacher(train: Split, *, iterations: int = 3000, batch_size: int = 128
         xt = ns.add_noise(x0, noise, t)
         loss = torch.nn.functional.mse_loss(unet_eps(model, xt.to(device), t.to(device), c.to(device)),
                                             noise.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        optimizer_step(model, loss, opt, sched)
         with torch.no_grad():
             # the decay ramps up as (1 + i)/(10 + i) so that the initial weights do not linger in a short run
             mu = min(ema_decay, (1.0 + i) / (10.0 + i))
