@@ -43,6 +43,7 @@ import re
 import signal
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -61,11 +62,12 @@ from ..torch_impl.noise import draw_noise
 from . import strategies as lst
 from .budget import TABLES, alphas_cumprod_bound, forward_bound, scalings_bound, step_bound
 from .check import Case, OracleMismatch, canonical_cases, load_factory
-from .compare import (call, compare_values, exceptions_match, hypothesis_seed, impl_path, round_to,
+from .compare import (abbreviate, call, compare_values, exceptions_match, hypothesis_seed, impl_path, round_to,
                       source_independent_draws, step_outputs)
 from .noise import NoiseTap
 
-__all__ = ["CONCERNS", "DESCRIPTIONS", "VERDICTS", "DEFAULT_EXAMPLES", "DEFAULT_TIMEOUT_S", "SHRINK_SECONDS",
+__all__ = ["CONCERNS", "DESCRIPTIONS", "VERDICTS", "STATUSES", "EXIT_CODES", "MIN_JUDGED", "STEP_CONCERNS",
+           "NO_KNOWN_PATTERN", "DEFAULT_EXAMPLES", "refusal", "exception_text", "DEFAULT_TIMEOUT_S", "SHRINK_SECONDS",
            "SCHEMA_PATH", "ConcernResult", "ConformanceReport", "CaseTimeout", "conform", "replay", "schema",
            "draw_concern_case"]
 
@@ -96,7 +98,29 @@ DESCRIPTIONS = {
     "state": "set_timesteps again replaces the schedule, a second run repeats the first, set_begin_index is honoured",
 }
 
-VERDICTS = ("pass", "fail", "unsupported", "not_observable")
+VERDICTS = ("pass", "fail", "inconclusive", "unsupported", "not_observable")
+#: the verdict of a whole run: PASS (exit 0), FAIL (exit 1), INCOMPLETE (exit 3; 2 is a usage error)
+STATUSES = ("PASS", "FAIL", "INCOMPLETE")
+EXIT_CODES = {"PASS": 0, "FAIL": 1, "INCOMPLETE": 3}
+
+#: The fewest judged examples (compared with the reference, not skipped, not refused) on which a concern may pass
+#: (docs/design.md §9.1). A deviation that shows in a fraction p of the examples drawn from the implementation's
+#: region escapes n independent examples with probability (1 − p)^n. The step concerns judge whole multistep runs
+#: (every step, every element), so a wrong formula shows in nearly every example and the bound is set for
+#: p = 0.25: n = 10 misses with probability 0.056. The schedule concerns see a deviation only at some (n, orig,
+#: strength) combinations — the sgm_uniform schedule differs at 32 of 50 n, a strength rounding at about one
+#: strength in ten — so they need p = 0.1: n = 30 misses with probability 0.042 (20 for the narrower
+#: original_inference_steps, strength and custom_timesteps regions, where the canonical cases add the known
+#: boundaries). errors: 20 bad requests (each a different error class or boundary). tables, dtype, state and
+#: interface check properties that hold or fail for every config (a stored table, an output dtype, object reuse,
+#: the interface's constants): 5 configs, 1 for interface (its cases are fixed, not drawn).
+MIN_JUDGED = {
+    "config": 10, "timesteps": 30, "original_inference_steps": 20, "strength": 20, "custom_timesteps": 20,
+    "tables": 5, "denoised": 10, "prev_sample": 10, "final_step": 10, "noise": 10, "dtype": 5,
+    "clip_threshold": 10, "add_noise": 10, "get_velocity": 10, "previous_timestep": 10, "errors": 20, "state": 5,
+}
+#: the concerns that judge the step itself: a run in which none of them passed has not checked the scheduler
+STEP_CONCERNS = ("denoised", "prev_sample", "final_step", "clip_threshold")
 
 #: hypothesis examples per concern (canonical cases run in addition). Sized so that ``lcm-ref conform
 #: diffusers:LCMScheduler`` fits 30 s on one CPU core, imports included (docs/design.md §9.1; measured with
@@ -127,10 +151,12 @@ def schema() -> dict:
 
 @dataclasses.dataclass
 class ConcernResult:
-    """The verdict on one concern. ``failing_examples`` counts the examples that failed (canonical and drawn);
-    ``reproduce`` is a pasteable ``replay(...)`` of the smallest failing case (None unless the verdict is fail);
-    ``worst`` the worst value of that case (got, want, scaled error, budget, where); ``refused`` what the
-    implementation refused (verdict unsupported)."""
+    """The verdict on one concern, with its evidence. ``examples``: examples run (canonical and drawn);
+    ``judged``: those compared with the reference that did not fail (a pass needs ``min_judged`` of them);
+    ``failing_examples``: those that failed; ``skipped``: why the others were not judged (reason -> count);
+    ``reason``: one line saying why the verdict is not pass (empty for pass); ``reproduce``: a pasteable
+    ``replay(...)`` of the smallest failing case (None unless the verdict is fail); ``worst``: the worst value of
+    that case (got, want, scaled error, budget, where); ``refused``: what the implementation refused."""
     concern: str
     verdict: str
     detail: str
@@ -138,6 +164,10 @@ class ConcernResult:
     reproduce: Optional[str] = None
     description: str = ""
     examples: int = 0
+    judged: int = 0
+    min_judged: int = 0
+    reason: str = ""
+    skipped: dict = dataclasses.field(default_factory=dict)
     values: int = 0
     max_ratio: Optional[float] = None
     likely_cause: Optional[str] = None
@@ -175,8 +205,32 @@ class ConformanceReport:
         self.seconds = 0.0
 
     @property
+    def status(self) -> str:
+        """PASS: no concern fails, none is inconclusive, and the step was judged; FAIL: a concern fails;
+        INCOMPLETE: nothing fails but something could not be judged (``incomplete_reasons``)."""
+        if any(c.verdict == "fail" for c in self.concerns):
+            return "FAIL"
+        return "INCOMPLETE" if self.incomplete_reasons() else "PASS"
+
+    def incomplete_reasons(self) -> list:
+        """Why the run is not PASS although no concern fails (empty when it is PASS or FAIL)."""
+        out = [f"{c.concern}: {c.reason}" for c in self.concerns if c.verdict == "inconclusive"]
+        if not any(c.verdict == "pass" for c in self.concerns):
+            out.append("no concern passed: nothing was judged")
+        steps = [c for c in self.concerns if c.concern in STEP_CONCERNS]
+        if steps and not any(c.verdict == "pass" for c in steps):
+            out.append("no step concern (" + ", ".join(c.concern for c in steps) + ") passed: the scheduler's step "
+                       "was not judged")
+        return out
+
+    @property
     def ok(self) -> bool:
-        return not any(c.verdict == "fail" for c in self.concerns)
+        """The run is PASS."""
+        return self.status == "PASS"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
 
     def __getitem__(self, concern) -> ConcernResult:
         for c in self.concerns:
@@ -188,7 +242,8 @@ class ConformanceReport:
         return {c.concern: c.verdict for c in self.concerns}
 
     def to_dict(self) -> dict:
-        return {"implementation": self.implementation, "dtype": self.dtype, "device": self.device,
+        return {"implementation": self.implementation, "status": self.status,
+                "incomplete_reasons": self.incomplete_reasons(), "dtype": self.dtype, "device": self.device,
                 "lcm_ref_version": self.lcm_ref_version, "tables": self.tables, "profile": self.profile,
                 "examples": self.examples, "timeout_s": self.timeout_s, "seconds": round(self.seconds, 3),
                 "concerns": [c.to_dict() for c in self.concerns]}
@@ -199,7 +254,9 @@ class ConformanceReport:
     def _summary(self) -> str:
         counts = {v: sum(c.verdict == v for c in self.concerns) for v in VERDICTS}
         parts = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-        return f"{'PASS' if self.ok else 'FAIL'} ({len(self.concerns)} concerns: {parts}; {self.seconds:.1f} s)"
+        judged = sum(c.judged for c in self.concerns)
+        return (f"{self.status} ({len(self.concerns)} concerns: {parts}; {judged} examples judged; "
+                f"{self.seconds:.1f} s)")
 
     def _header(self) -> str:
         return (f"lcm_ref {self.lcm_ref_version} conformance of {self.implementation or 'the implementation'}: "
@@ -207,8 +264,8 @@ class ConformanceReport:
 
     def _rows(self):
         return [{"concern": c.concern, "verdict": c.verdict.upper() if c.verdict == "fail" else c.verdict,
-                 "examples": c.examples, "failing": c.failing_examples,
-                 "max error/budget": c.max_ratio, "detail": c.detail.splitlines()[0] if c.detail else ""}
+                 "judged": f"{c.judged}/{c.examples}", "min": c.min_judged, "failing": c.failing_examples,
+                 "max error/budget": c.max_ratio, "why": c.reason}
                 for c in self.concerns]
 
     def __str__(self):
@@ -221,6 +278,9 @@ class ConformanceReport:
                 lines.append(f"likely cause: {c.likely_cause}")
             if c.reproduce:
                 lines += ["reproduce (paste into a file and run):", c.reproduce]
+        lines += ["", "judged/examples: examples compared with the reference / examples run (canonical and drawn); "
+                  "min: judged examples a pass needs"]
+        lines += [f"INCOMPLETE: {r}" for r in self.incomplete_reasons()]
         lines += ["", self._summary()]
         return "\n".join(lines)
 
@@ -235,7 +295,8 @@ class ConformanceReport:
                     out += [f"Likely cause: {c.likely_cause}", ""]
                 if c.reproduce:
                     out += ["```python", c.reproduce, "```", ""]
-        out += [f"**{self._summary()}**", ""]
+        out += [f"- incomplete: {r}" for r in self.incomplete_reasons()]
+        out += ["", f"**{self._summary()}**", ""]
         return "\n".join(out)
 
 
@@ -281,24 +342,42 @@ class _Stop(Exception):
     """Ends an example once its outcome is known."""
 
 
-_SIGNATURE_REFUSAL = re.compile(r"unexpected keyword argument|positional argument|required positional|"
-                                r"missing \d+ required|got multiple values|has no attribute|not supported",
-                                re.IGNORECASE)
+#: a TypeError about the call's signature: the implementation does not take a keyword it was given
+_SIGNATURE = re.compile(r"unexpected keyword argument|got multiple values", re.IGNORECASE)
 
 
-def _refusal(exc, *, any_type_error=False) -> bool:
-    """Does ``exc`` say the implementation refuses (unsupported) rather than errs? NotImplementedError; a
-    TypeError or AttributeError about a signature or a missing attribute (any TypeError for the constructor)."""
+def refusal(exc, keys=()) -> bool:
+    """Does ``exc`` say, on purpose, that the implementation does not do what was asked (``unsupported``), rather
+    than that it broke (``fail``)? Only what an implementation says on purpose counts (docs/design.md §9.1):
+
+    - a ``NotImplementedError``, from any call;
+    - a ``TypeError`` or ``ValueError`` about one of ``keys``, the keywords or config keys of the request it was
+      given (its message names the key, or it is Python's "unexpected keyword argument"): pass ``keys`` only for
+      the constructor and ``set_timesteps``.
+
+    Anything else (an AttributeError inside ``step``, a TypeError from an expression, an IndexError) is a crash: it
+    fails the concern. A missing method is tested with ``hasattr`` before the call, never inferred from an
+    AttributeError raised inside one."""
     if isinstance(exc, NotImplementedError):
         return True
-    if isinstance(exc, TypeError) and (any_type_error or _SIGNATURE_REFUSAL.search(str(exc))):
+    if not keys or not isinstance(exc, (TypeError, ValueError)):
+        return False
+    text = str(exc)
+    if isinstance(exc, TypeError) and _SIGNATURE.search(text):
         return True
-    return isinstance(exc, AttributeError)
+    return any(re.search(rf"(?<![A-Za-z0-9_]){re.escape(k)}(?![A-Za-z0-9_])", text) for k in keys)
 
 
-def _exc_text(exc) -> str:
+def exception_text(exc, frames=0) -> str:
+    """``Type: first line of the message``; with ``frames``, the last ``frames`` frames of its traceback too (where
+    the implementation broke), one line each."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    out = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    if frames and exc.__traceback__ is not None:
+        stack = traceback.extract_tb(exc.__traceback__)[-frames:]
+        out += "".join(f"\n    {Path(f.filename).name}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+                       for f in stack)
+    return out
 
 
 @dataclasses.dataclass
@@ -329,9 +408,10 @@ class _StepRec:
 class _Run:
     """The settings of one conform() run, for one concern."""
 
-    def __init__(self, factory, concern, *, dtype, device, tables, profile, timeout_s, impl):
+    def __init__(self, factory, concern, *, dtype, device, tables, profile, timeout_s, impl, min_judged=None):
         self.factory, self.concern, self.dtype, self.device = factory, concern, dtype, device
         self.tables, self.profile, self.timeout_s, self.impl = tables, profile, timeout_s, impl
+        self.min_judged = MIN_JUDGED[concern] if min_judged is None else min_judged
         self.dt = dtype_name(dtype)
         self.aborted = False
         self.refusals = {}          # config -> what the constructor refuses (concern config)
@@ -396,7 +476,7 @@ class _Example:
         is concern ``config``'s finding)."""
         sched, exc = call(lambda: self.run.factory(**self.cfg.to_dict()))
         if exc is not None:
-            self.skip(f"the constructor raises {_exc_text(exc)} (see concern config)")
+            self.skip(f"the constructor raises {exception_text(exc)} (see concern config)")
         if sched is None or not hasattr(sched, "set_timesteps"):
             self.skip(f"the factory returns {type(sched).__name__}, not a scheduler (see concern config)")
         return sched
@@ -419,10 +499,10 @@ class _Example:
         schedule concerns judge that)."""
         want, w_exc = self.reference_schedule(req)
         if w_exc is not None:
-            self.skip(f"the reference refuses the request ({_exc_text(w_exc)})")
+            self.skip(f"the reference refuses the request ({exception_text(w_exc)})")
         _, g_exc = call(lambda: sched.set_timesteps(device=self.run.device, **self.set_timesteps_kwargs(req)))
         if g_exc is not None:
-            self.skip(f"set_timesteps raises {_exc_text(g_exc)} (see the schedule concerns)")
+            self.skip(f"set_timesteps raises {exception_text(g_exc)} (see the schedule concerns)")
         ts, problem = read_timesteps(getattr(sched, "timesteps", None), integral_floats=True)
         T = self.cfg.num_train_timesteps
         if problem is not None or len(ts) == 0 or ts.min() < 0 or ts.max() >= T:
@@ -464,7 +544,7 @@ class _Example:
         if begin and hasattr(sched, "set_begin_index"):
             _, exc = call(lambda: sched.set_begin_index(start))
             if exc is not None:
-                self.skip(f"set_begin_index raises {_exc_text(exc)} (see concern state)")
+                self.skip(f"set_begin_index raises {exception_text(exc)} (see concern state)")
             idx = start
         else:
             idx = ref.index_for_timestep(ts, int(ts[start]))
@@ -510,9 +590,13 @@ class _Example:
         usable."""
         where = f"step {rec.idx} (t={rec.t})"
         if rec.exc is not None:
-            if _refusal(rec.exc):
-                self.unsupported(f"step(model_output, timestep, sample, generator=...) refused: {_exc_text(rec.exc)}")
-            self.fail(f"{where} raises {_exc_text(rec.exc)} on valid input", worst={"where": where})
+            if refusal(rec.exc, keys=("generator",)):
+                self.unsupported(f"step(model_output, timestep, sample, generator=...) refused: "
+                                 f"{exception_text(rec.exc)}")
+            self.fail(f"{where} raises {exception_text(rec.exc, frames=3)}\n  on a config and request the "
+                      f"implementation accepted\n  config: {self.config_text}\n  request: "
+                      f"{_request_text(self.case.request)}", cause="the implementation crashes in step",
+                      worst={"where": where, "got": type(rec.exc).__name__, "want": "returns normally"})
         if rec.problem is not None:
             self.fail(f"{where} returns {rec.problem}, want prev_sample as a torch.Tensor shaped like the sample",
                       cause="step does not return (prev_sample, denoised) or an output object with prev_sample",
@@ -524,7 +608,7 @@ class _Example:
         r, exc = call(lambda: ref.step(self.cfg, rec.m, rec.t, rec.x, schedule=ts, noise=noise, step_index=rec.idx,
                                        num_inference_steps=n_eff, profile=self.run.profile))
         if exc is not None:
-            self.skip(f"the reference refuses step {rec.idx} of the implementation's schedule ({_exc_text(exc)})")
+            self.skip(f"the reference refuses step {rec.idx} of the implementation's schedule ({exception_text(exc)})")
         return r
 
     # --- value comparisons --------------------------------------------------------------------------------------
@@ -575,7 +659,7 @@ def read_timesteps(value, *, integral_floats=False):
     try:
         arr = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
     except Exception as e:  # noqa: BLE001 - whatever the implementation stored
-        return None, f"unreadable ({_exc_text(e)})"
+        return None, f"unreadable ({exception_text(e)})"
     if arr.ndim != 1:
         return None, f"shaped {arr.shape}"
     if arr.dtype.kind in "iu":
@@ -676,6 +760,9 @@ def _denoised_alternatives(cfg, rec, dtype):
     return out
 
 
+#: the likely cause of a fail that no known alternative formula reproduces (docs/design.md §9.3)
+NO_KNOWN_PATTERN = "no known pattern (no alternative formula of the cause catalogue reproduces the values)"
+
 #: the cause of a value that fails under tables="float64" and passes under the float32-table budget
 FLOAT32_TABLES = ("within the float32-table budget, not the float64 one: float32 tables (ᾱ, c_skip, c_out) in a "
                   "float64 computation; --tables float32 allows them")
@@ -708,9 +795,10 @@ def _check_config(ex: _Example):
     kwargs = cfg.to_dict()
     sched, exc = call(lambda: ex.run.factory(**kwargs))
     if exc is not None:
-        if _refusal(exc, any_type_error=True):
+        if refusal(exc, keys=tuple(kwargs)):
             ex.unsupported(_refused_config(ex.run, cfg, exc))
-        ex.fail(f"the constructor raises {_exc_text(exc)} for a valid config\n  config: {ex.config_text}")
+        ex.fail(f"the constructor raises {exception_text(exc, frames=3)} for a valid config\n  config: "
+                f"{ex.config_text}", cause="the constructor crashes")
     if sched is None or not (hasattr(sched, "set_timesteps") and hasattr(sched, "step")):
         ex.fail(f"the factory returns {type(sched).__name__}, not a scheduler (no set_timesteps/step)")
     conf = getattr(sched, "config", None)
@@ -753,14 +841,14 @@ def _refused_config(run, cfg, exc) -> str:
     for k, v in cfg.to_dict().items():
         if exc0 is not None:
             _, e = call(lambda: run.factory(**{k: defaults[k]}))
-            if e is not None and _refusal(e, any_type_error=True):
+            if e is not None and refusal(e, keys=(k,)):
                 refused.append(f"config key {k!r}")
         elif v != defaults.get(k):
             _, e = call(lambda: run.factory(**dict(defaults, **{k: v})))
-            if e is not None and _refusal(e, any_type_error=True):
-                refused.append(f"{k}={v!r}" if not isinstance(v, tuple) else f"{k}=(trained betas)")
+            if e is not None and refusal(e, keys=(k,)):
+                refused.append(f"{k}={abbreviate(v)}")
     text = ("the constructor refuses " + (", ".join(refused) if refused else "this config")
-            + f" ({_exc_text(exc)})")
+            + f" ({exception_text(exc)})")
     run.refusals[cfg] = text
     return text
 
@@ -769,8 +857,9 @@ def _check_schedule(ex: _Example):
     """timesteps, original_inference_steps, strength, custom_timesteps: the integers and the exception class."""
     sched, req, kw, want, w_exc, g_exc = ex.schedule_both()
     call_text = _request_text(req)
-    if g_exc is not None and _refusal(g_exc) and not (w_exc is not None and exceptions_match(w_exc, g_exc)):
-        ex.unsupported(f"set_timesteps refuses a keyword ({', '.join(kw)}): {_exc_text(g_exc)}")
+    if g_exc is not None and refusal(g_exc, keys=tuple(kw)) and not (w_exc is not None
+                                                                     and exceptions_match(w_exc, g_exc)):
+        ex.unsupported(f"set_timesteps refuses a keyword ({', '.join(kw)}): {exception_text(g_exc)}")
     if w_exc is not None or g_exc is not None:
         _judge_exceptions(ex, call_text, w_exc, g_exc, sched)
         return
@@ -793,7 +882,7 @@ def _judge_exceptions(ex, what, w_exc, g_exc, sched=None):
             return
         need = (f" (expected: a ValueError whose message names {w_exc.parameter!r})"
                 if hasattr(w_exc, "parameter") and ex.run.profile == "strict" else "")
-        ex.fail(f"{what}: the reference raises {_exc_text(w_exc)}, the implementation {_exc_text(g_exc)}{need}"
+        ex.fail(f"{what}: the reference raises {exception_text(w_exc)}, the implementation {exception_text(g_exc)}{need}"
                 f"\n  config: {ex.config_text}", cause="raises a different exception class than diffusers",
                 worst={"where": what, "got": type(g_exc).__name__, "want": type(w_exc).__name__})
     if w_exc is not None:
@@ -807,10 +896,10 @@ def _judge_exceptions(ex, what, w_exc, g_exc, sched=None):
         if (isinstance(w_exc, ValueError) and req.get("num_inference_steps") and req.get("timesteps") is None
                 and "strength" in str(w_exc)):
             cause = "no ValueError when num_inference_steps > int(original_inference_steps·strength)"
-        ex.fail(f"{what}: the reference raises {_exc_text(w_exc)}, the implementation returns normally{produced}"
+        ex.fail(f"{what}: the reference raises {exception_text(w_exc)}, the implementation returns normally{produced}"
                 f"\n  config: {ex.config_text}", cause=cause, worst={"where": what, "got": "returns normally",
                                                               "want": type(w_exc).__name__})
-    ex.fail(f"{what}: the implementation raises {_exc_text(g_exc)} on valid input\n  config: {ex.config_text}",
+    ex.fail(f"{what}: the implementation raises {exception_text(g_exc)} on valid input\n  config: {ex.config_text}",
             worst={"where": what, "got": type(g_exc).__name__, "want": "returns normally"})
 
 
@@ -880,10 +969,10 @@ def _check_tables(ex: _Example):
             for arg, how in ((torch.tensor(t, dtype=torch.long), "tensor"), (t, "int")):
                 out, exc = call(lambda: fn(arg))
                 if exc is not None:
-                    if _refusal(exc):
+                    if refusal(exc):
                         ex.unsupported(f"get_scalings_for_boundary_condition_discrete({how}) refused: "
-                                       f"{_exc_text(exc)}")
-                    ex.fail(f"get_scalings_for_boundary_condition_discrete({t} as {how}) raises {_exc_text(exc)}")
+                                       f"{exception_text(exc)}")
+                    ex.fail(f"get_scalings_for_boundary_condition_discrete({t} as {how}) raises {exception_text(exc)}")
                 if not (isinstance(out, (tuple, list)) and len(out) == 2):
                     ex.fail(f"get_scalings_for_boundary_condition_discrete({t}) returns {type(out).__name__}, "
                             "want (c_skip, c_out)")
@@ -1067,8 +1156,8 @@ def _check_noise(ex: _Example):
     recs = ex.run_steps(sched, ts, n_eff, generator=kind)
     gen_text = "a list of generators (one per batch element)" if kind == "list" else "a torch.Generator"
     for rec in recs:
-        if rec.exc is not None and kind == "list" and _refusal(rec.exc):
-            ex.unsupported(f"step(..., generator=[...]) with a list of generators refused: {_exc_text(rec.exc)}")
+        if rec.exc is not None and kind == "list" and refusal(rec.exc, keys=("generator",)):
+            ex.unsupported(f"step(..., generator=[...]) with a list of generators refused: {exception_text(rec.exc)}")
         ex.require_step(rec)
         if rec.last:
             continue
@@ -1169,9 +1258,11 @@ def _check_forward(ex: _Example):
         a, b = noise, x0
     got, exc = call(lambda: fn(x0, noise, tt))
     if exc is not None:
-        if _refusal(exc):
-            ex.unsupported(f"{name}(x, noise, timesteps) refused: {_exc_text(exc)}")
-        ex.fail(f"{name} raises {_exc_text(exc)} on valid input (timesteps {fw['timesteps']})")
+        if refusal(exc):
+            ex.unsupported(f"{name}(x, noise, timesteps) refused: {exception_text(exc)}")
+        ex.fail(f"{name} raises {exception_text(exc, frames=3)} on valid input (timesteps {fw['timesteps']})\n"
+                f"  config: {ex.config_text}", cause=f"the implementation crashes in {name}",
+                worst={"where": name, "got": type(exc).__name__, "want": "returns normally"})
     problem = tensor_problem(got, x0)
     if problem is not None:
         ex.fail(f"{name} returns {problem}")
@@ -1201,7 +1292,7 @@ def _check_previous_timestep(ex: _Example):
         ex.unsupported("no method previous_timestep")
     _, exc = call(lambda: sched.set_timesteps(device=ex.run.device, **ex.set_timesteps_kwargs()))
     if exc is not None:
-        ex.skip(f"set_timesteps raises {_exc_text(exc)} (see the schedule concerns)")
+        ex.skip(f"set_timesteps raises {exception_text(exc)} (see the schedule concerns)")
     ts, problem = read_timesteps(getattr(sched, "timesteps", None), integral_floats=True)
     if problem is not None:
         ex.skip(f"scheduler.timesteps is {problem} (see concern timesteps)")
@@ -1210,9 +1301,9 @@ def _check_previous_timestep(ex: _Example):
         for arg, how in ((sched.timesteps[i], "tensor"), (t, "int")):
             got, exc = call(lambda: fn(arg))
             if exc is not None:
-                if _refusal(exc):
-                    ex.unsupported(f"previous_timestep({how}) refused: {_exc_text(exc)}")
-                ex.fail(f"previous_timestep({t} as {how}) raises {_exc_text(exc)}; schedule {ts.tolist()}")
+                if refusal(exc):
+                    ex.unsupported(f"previous_timestep({how}) refused: {exception_text(exc)}")
+                ex.fail(f"previous_timestep({t} as {how}) raises {exception_text(exc)}; schedule {ts.tolist()}")
             g, exc = call(lambda: int(got.item() if hasattr(got, "item") else got))
             if exc is not None or g != want:
                 shown = got if exc is not None else g
@@ -1237,8 +1328,9 @@ def _check_errors(ex: _Example):
             if later is not None and exceptions_match(later, g_exc):
                 ex.count()                  # refused early: allowed
                 return
-        if w_exc is not None and g_exc is not None and not exceptions_match(w_exc, g_exc) and _refusal(g_exc):
-            ex.unsupported(f"set_timesteps refuses a keyword ({', '.join(kw)}): {_exc_text(g_exc)}")
+        if (w_exc is not None and g_exc is not None and not exceptions_match(w_exc, g_exc)
+                and refusal(g_exc, keys=tuple(kw))):
+            ex.unsupported(f"set_timesteps refuses a keyword ({', '.join(kw)}): {exception_text(g_exc)}")
         _judge_exceptions(ex, what, w_exc, g_exc, sched)
         return
     # set_timesteps accepted on both sides: a step may still be refused (quirk inputs, strict profile)
@@ -1258,14 +1350,14 @@ def _check_errors(ex: _Example):
                                          num_inference_steps=want.num_inference_steps, profile=ex.run.profile))
         if w_exc is not None or g_exc is not None:
             if w_exc is None:           # the implementation refuses a step the reference runs: not this concern's
-                ex.skip(f"step {k} raises {_exc_text(g_exc)} where the reference runs it (see the step concerns)")
+                ex.skip(f"step {k} raises {exception_text(g_exc)} where the reference runs it (see the step concerns)")
             silent = ""
             if g_exc is None:
                 prev, _ = step_outputs(out)
                 if isinstance(prev, torch.Tensor) and not torch.isfinite(prev).all():
                     silent = " and its output holds NaN or inf"
             if g_exc is None:
-                ex.fail(f"{what}, step {k} (t={t}): the reference raises {_exc_text(w_exc)}, the implementation "
+                ex.fail(f"{what}, step {k} (t={t}): the reference raises {exception_text(w_exc)}, the implementation "
                         f"returns normally{silent}\n  config: {ex.config_text}",
                         cause="accepts input diffusers (or the strict profile) refuses: nothing may pass silently",
                         worst={"where": f"step {k}", "got": "returns normally", "want": type(w_exc).__name__})
@@ -1301,14 +1393,14 @@ def _plain_run(ex, sched, req, *, start=0, begin=False):
     lookup): [(prev, denoised)] cloned, or raises _RunFailed with what went wrong."""
     _, exc = call(lambda: sched.set_timesteps(device=ex.run.device, **ex.set_timesteps_kwargs(req)))
     if exc is not None:
-        raise _RunFailed(f"set_timesteps raises {_exc_text(exc)}")
+        raise _RunFailed(f"set_timesteps raises {exception_text(exc)}")
     ts, problem = read_timesteps(getattr(sched, "timesteps", None), integral_floats=True)
     if problem is not None or not len(ts):
         raise _RunFailed(f"scheduler.timesteps is {problem or 'empty'}")
     if begin:
         _, exc = call(lambda: sched.set_begin_index(start))
         if exc is not None:
-            raise _RunFailed(f"set_begin_index({start}) raises {_exc_text(exc)}")
+            raise _RunFailed(f"set_begin_index({start}) raises {exception_text(exc)}")
     x = ex.case.sample.make(ex.run.device)
     gen = ex.generators()
     outs = []
@@ -1338,7 +1430,7 @@ def _plain_step(ex, sched, ts, pos, gen, x, outs):
     m = ex.case.model_output.make(ex.run.device, seed_offset=pos)
     out, exc = call(lambda: sched.step(m, sched.timesteps[pos], x, generator=gen))
     if exc is not None:
-        raise _RunFailed(f"step {pos} raises {_exc_text(exc)}")
+        raise _RunFailed(f"step {pos} raises {exception_text(exc)}")
     prev, den = step_outputs(out)
     if tensor_problem(prev, x) is not None:
         raise _RunFailed(f"step {pos} returns {tensor_problem(prev, x)}")
@@ -1546,8 +1638,9 @@ def _run_concern(run: _Run, n_examples: int, *, shrink=True) -> ConcernResult:
         generate()
 
     failing = [e for e in examples if e.failed]
-    smallest = failing[0] if failing else None
-    if drawn_failures and shrink and not run.aborted:
+    smallest = failing[0] if failing else None       # a canonical case (named) when one fails: it runs first
+    canonical_failed = smallest is not None and smallest not in drawn_failures
+    if drawn_failures and shrink and not run.aborted and not canonical_failed:
         smallest = _shrink(run, n_examples, passing) or drawn_failures[0]
     return _result(run, examples, smallest, time.perf_counter() - t0)
 
@@ -1590,6 +1683,10 @@ def _shrink(run: _Run, n_examples: int, passing: set):
 
 
 def _result(run: _Run, examples, smallest, seconds) -> ConcernResult:
+    """The verdict on one concern from its examples (docs/design.md §9.1): fail if any example fails; pass if at
+    least ``run.min_judged`` examples were judged; else unsupported (nothing judged, the implementation refused what
+    the concern needs), not_observable (nothing judged, it does not expose the quantity) or inconclusive (too few
+    judged), each with the reason."""
     concern = run.concern
     failing = [e for e in examples if e.failed]
     findings = [f for e in examples for f in e.findings]
@@ -1601,8 +1698,8 @@ def _result(run: _Run, examples, smallest, seconds) -> ConcernResult:
     unobservable = _tally(f.message for f in findings if f.kind == "not_observable")
     skipped = _tally(f.message for f in findings if f.kind == "skip")
     n = len(examples)
-    stats = f"{n} examples ({sum(isinstance(e.label, str) and e.label.startswith('canonical') for e in examples)} " \
-            f"canonical), {values} values compared"
+    canonical = sum(isinstance(e.label, str) and e.label.startswith("canonical") for e in examples)
+    stats = f"{judged} of {n} examples judged ({canonical} canonical), {values} values compared"
     if max_ratio is not None and values:
         stats += f", max error/budget {max_ratio:.3g}"
     unbounded = sum(e.unbounded for e in examples)
@@ -1610,32 +1707,43 @@ def _result(run: _Run, examples, smallest, seconds) -> ConcernResult:
         stats += (f"; {unbounded} values not bounded (an intermediate of diffusers' formula overflows the dtype, "
                   "docs/design.md §8.4): admitted")
     res = ConcernResult(concern, "pass", "", len(failing), description=DESCRIPTIONS[concern], examples=n,
-                        values=values, max_ratio=max_ratio, seconds=seconds)
+                        judged=judged, min_judged=run.min_judged, values=values, max_ratio=max_ratio,
+                        seconds=seconds, skipped={abbreviate(k): v for k, v in skipped.items()})
     if failing:
         ex = smallest or failing[0]
         f = next(f for f in ex.findings if f.kind == "fail")
         res.verdict = "fail"
-        res.detail = (f"{f.message}\n[{len(failing)} of {n} examples fail; smallest failing case: "
-                      f"{ex.label}]")
-        res.likely_cause = f.cause
+        res.reason = f"{len(failing)} of {n} examples fail"
+        res.detail = f"{f.message}\n[{len(failing)} of {n} examples fail; smallest failing case: {ex.label}]"
+        res.likely_cause = f.cause or NO_KNOWN_PATTERN
         res.worst = f.worst
         res.case = ex.case.to_dict()
         res.reproduce = _reproduce(run, ex.case)
         return res
+    not_judged = n - judged
     notes = []
     if unsupported:
-        res.verdict = "unsupported"
-        res.refused = list(unsupported)
-        notes.append("refused: " + "; ".join(f"{m} [{c}x]" for m, c in unsupported.items()))
+        res.refused = [abbreviate(m) for m in unsupported]
+        notes.append("refused: " + "; ".join(f"{abbreviate(m)} [{c}x]" for m, c in unsupported.items()))
     if unobservable:
-        if res.verdict == "pass":
-            res.verdict = "not_observable"
         notes.append("not observable: " + "; ".join(f"{m} [{c}x]" for m, c in unobservable.items()))
-    if judged == 0 and res.verdict == "pass":
-        res.verdict = "not_observable"
-        notes.append("no example could be judged")
     if skipped:
-        notes.append("skipped: " + "; ".join(f"{m} [{c}x]" for m, c in list(skipped.items())[:4]))
+        notes.append("not judged: " + "; ".join(f"{abbreviate(m)} [{c}x]" for m, c in skipped.items()))
+    if judged < run.min_judged:
+        top = max([*unsupported.items(), *unobservable.items(), *skipped.items()], key=lambda kv: kv[1],
+                  default=None)
+        why = f"{judged} of {n} judged, {run.min_judged} needed"
+        if top is not None:
+            why += f"; {not_judged} not judged, most often: {abbreviate(top[0], 160)}"
+        if judged == 0 and unsupported and not skipped:
+            res.verdict = "unsupported"
+        elif judged == 0 and unobservable and not skipped and not unsupported:
+            res.verdict = "not_observable"
+        else:
+            res.verdict = "inconclusive"
+        res.reason = why
+    elif unobservable:
+        res.reason = ""
     res.detail = "\n".join([stats] + notes)
     return res
 
@@ -1664,6 +1772,19 @@ def _reproduce(run: _Run, case: Case) -> str:
 # conform / replay
 # ---------------------------------------------------------------------------------------------------------------
 
+def _per_concern(value, names, default, what, allowed):
+    """``value`` (None: ``default[c]``; an int for every concern; a dict per concern) as {concern: int}."""
+    def ok(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    if value is None:
+        return {c: default[c] for c in names}
+    if ok(value):
+        return {c: value for c in names}
+    if isinstance(value, dict) and all(k in CONCERNS and ok(v) for k, v in value.items()):
+        return {c: value.get(c, default[c]) for c in names}
+    raise LCMRefError(what, value, allowed)
+
+
 def _validate(factory, dtype, tables, profile, concerns, examples, timeout_s, device="cpu"):
     if not callable(factory):
         raise LCMRefError("factory", factory, "a callable that builds a scheduler: factory(**config), e.g. "
@@ -1682,9 +1803,6 @@ def _validate(factory, dtype, tables, profile, concerns, examples, timeout_s, de
     bad = [c for c in concerns if c not in CONCERNS]
     if bad or not concerns:
         raise LCMRefError("concerns", bad or concerns, f"a non-empty subset of {', '.join(CONCERNS)}")
-    if examples is not None and not (isinstance(examples, int) and not isinstance(examples, bool)
-                                     and examples >= 0) and not isinstance(examples, dict):
-        raise LCMRefError("examples", examples, "None (per-concern defaults), an integer >= 0 or a dict per concern")
     if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
         raise LCMRefError("timeout_s", timeout_s, "a number of seconds > 0, or None (no limit)")
     return [c for c in CONCERNS if c in concerns]
@@ -1700,8 +1818,8 @@ def _preflight(factory, name, timeout_s):
                 obj, exc2 = call(lambda: factory())
                 if exc2 is not None:
                     raise LCMRefError("factory", what, "a callable that builds a scheduler: factory(**config)",
-                                      detail=f"factory(**default config) raises {_exc_text(exc)}; factory() raises "
-                                      f"{_exc_text(exc2)}")
+                                      detail=f"factory(**default config) raises {exception_text(exc)}; factory() raises "
+                                      f"{exception_text(exc2)}")
     except CaseTimeout:
         raise LCMRefError("factory", what, "a factory that returns", detail=f"building the scheduler timed out "
                           f"after {timeout_s} s") from None
@@ -1713,7 +1831,7 @@ def _preflight(factory, name, timeout_s):
 
 def conform(factory: Callable, *, dtype="float32", device="cpu", examples=None, tables="float32",
             profile="diffusers", concerns=None, timeout_s: Optional[float] = DEFAULT_TIMEOUT_S,
-            impl: Optional[str] = None, shrink: bool = True) -> ConformanceReport:
+            impl: Optional[str] = None, shrink: bool = True, min_judged=None) -> ConformanceReport:
     """Judge ``factory`` (``factory(**LCMConfig.to_dict())`` -> a scheduler with diffusers' ``LCMScheduler``
     interface, or a ``"module:attr"`` string) on each concern of ``CONCERNS`` (or the subset ``concerns``), each on
     its own; returns a ``ConformanceReport`` (``.ok``: no concern fails).
@@ -1723,7 +1841,8 @@ def conform(factory: Callable, *, dtype="float32", device="cpu", examples=None, 
     addition; ``tables``: the table precision the budget allows (``budget.TABLES``, docs/design.md §8.5);
     ``profile``: "diffusers" or "strict" (docs/design.md §3); ``timeout_s``: per case (module docstring for its
     limits); ``impl``: the name reports and reproductions use (default: the factory's module:qualname);
-    ``shrink``: let hypothesis shrink each failure (at most ``SHRINK_SECONDS``).
+    ``shrink``: let hypothesis shrink each failure (at most ``SHRINK_SECONDS``); ``min_judged``: judged examples a
+    concern needs to pass (None: ``MIN_JUDGED``; an int for every concern; a dict per concern).
 
     Raises ``LCMRefError`` for bad arguments and for a factory that does not build a scheduler; anything the
     implementation does wrong is a verdict, never an exception."""
@@ -1734,13 +1853,15 @@ def conform(factory: Callable, *, dtype="float32", device="cpu", examples=None, 
     dtype = torch_dtype(dtype)
     name = impl if impl is not None else impl_path(factory)
     _preflight(factory, name, timeout_s)
-    per = {c: (DEFAULT_EXAMPLES[c] if examples is None else examples.get(c, DEFAULT_EXAMPLES[c])
-               if isinstance(examples, dict) else examples) for c in names}
+    per = _per_concern(examples, names, DEFAULT_EXAMPLES, "examples",
+                       "None (per-concern defaults), an integer >= 0 or a dict {concern: integer >= 0}")
+    need = _per_concern(min_judged, names, MIN_JUDGED, "min_judged",
+                        "None (per-concern defaults, MIN_JUDGED), an integer >= 0 or a dict {concern: integer >= 0}")
     report = ConformanceReport(name or "", dtype_name(dtype), str(device), tables, profile, per, timeout_s)
     t0 = time.perf_counter()
     for c in names:
         run = _Run(factory, c, dtype=dtype, device=device, tables=tables, profile=profile, timeout_s=timeout_s,
-                   impl=name)
+                   impl=name, min_judged=need[c])
         with source_independent_draws():
             report.concerns.append(_run_concern(run, per[c], shrink=shrink))
     report.seconds = time.perf_counter() - t0
@@ -1757,7 +1878,7 @@ def replay(factory, concern: str, case, *, dtype="float32", device="cpu", tables
     _validate(factory, dtype, tables, profile, [concern], None, timeout_s, device)
     case = case if isinstance(case, Case) else Case.from_dict(case)
     run = _Run(factory, concern, dtype=torch_dtype(dtype), device=device, tables=tables, profile=profile,
-               timeout_s=timeout_s, impl=impl)
+               timeout_s=timeout_s, impl=impl, min_judged=0)
     ex = run.execute(case, "replayed case")
     res = _result(run, [ex], ex if ex.failed else None, ex.seconds)
     if res.verdict == "fail":
