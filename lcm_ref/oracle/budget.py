@@ -71,7 +71,7 @@ from ..numerics import to_f64, torch_dtype, unit_roundoff
 
 __all__ = ["U", "U_TABLE", "EPS32", "EPS64", "TABLES", "compound", "sqrt_err", "linspace_abs_err", "betas_rel_err",
            "table_unit_roundoff", "table_error_bound", "coefficient_errors", "step_bound", "scaled_step_bound",
-           "forward_bound", "alphas_cumprod_bound", "scalings_bound", "overflow_threshold"]
+           "forward_bound", "alphas_cumprod_bound", "scalings_bound", "overflow_threshold", "renoise_bound"]
 
 U = 2.0 ** -24          # float32 unit roundoff
 #: unit roundoff of the float32 tables diffusers' interface stores (point 1): the default table precision
@@ -354,6 +354,22 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
         bound_prev = (c * bound_den + c * terms.denoised * rho_c + d * np.abs(z) * rho_d
                       + _gamma(3, u) * terms.prev_sample + 3 * _eta(dtype))
     return _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den, bound_prev, tables)
+
+
+def renoise_bound(cfg: LCMConfig, denoised, noise, t_prev, *, dtype=torch.float32, tables="float32"):
+    """The largest |prev − (c·D + d·z)| admitted for re-noising a given denoised D (the implementation's own) with
+    z, c = √ᾱ_prev, d = √(1 − ᾱ_prev) correctly rounded: point 5 with D's own magnitude in place of the exact
+    denoised's, c·|D|·ρ_c + d·|z|·ρ_d + γ(3)·(c·|D| + d·|z|) + 3η(D), plus the reference's own error on c and d
+    (REF_OWN relative). Sized on D itself, so a wrong denoised re-noised correctly stays within it: an error of
+    denoised is judged once, in concern denoised (docs/design.md §9.1)."""
+    u = _u(dtype)
+    D, z = np.abs(to_f64(denoised)), np.abs(to_f64(noise))
+    c, d = ref.noise_coefficients(cfg, t_prev)
+    rho_c, rho_d = _renoise_errors(cfg, t_prev, dtype, tables)
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = c * D + d * z
+        bound = c * D * rho_c + d * z * rho_d + (_gamma(3, u) + REF_OWN) * terms + 3 * _eta(dtype)
+    return _finite_or_inf(bound)
 
 
 def overflow_threshold(dtype) -> float:

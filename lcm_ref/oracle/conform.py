@@ -60,11 +60,12 @@ from ..errors import quiet
 from ..numerics import dtype_name, eps, markdown_table, to_f64, torch_dtype
 from ..torch_impl.noise import draw_noise
 from . import strategies as lst
-from .budget import TABLES, alphas_cumprod_bound, forward_bound, scalings_bound, step_bound
+from .budget import TABLES, alphas_cumprod_bound, forward_bound, renoise_bound, scalings_bound, step_bound
 from .check import Case, OracleMismatch, canonical_cases, load_factory
 from .compare import (abbreviate, call, compare_values, exceptions_match, hypothesis_seed, impl_path, round_to,
                       source_independent_draws, step_outputs)
 from .noise import NoiseTap
+from .support import probe
 
 __all__ = ["CONCERNS", "DESCRIPTIONS", "VERDICTS", "STATUSES", "EXIT_CODES", "MIN_JUDGED", "STEP_CONCERNS",
            "NO_KNOWN_PATTERN", "DEFAULT_EXAMPLES", "refusal", "exception_text", "DEFAULT_TIMEOUT_S", "SHRINK_SECONDS",
@@ -75,7 +76,7 @@ __all__ = ["CONCERNS", "DESCRIPTIONS", "VERDICTS", "STATUSES", "EXIT_CODES", "MI
 #: the mutant table (docs/design.md §9.2).
 CONCERNS = ("config", "timesteps", "original_inference_steps", "strength", "custom_timesteps", "tables", "denoised",
             "prev_sample", "final_step", "noise", "dtype", "clip_threshold", "add_noise", "get_velocity",
-            "previous_timestep", "errors", "state")
+            "previous_timestep", "errors", "state", "interface")
 
 #: one line per concern: what must hold
 DESCRIPTIONS = {
@@ -96,6 +97,8 @@ DESCRIPTIONS = {
     "previous_timestep": "previous_timestep(t) is the next scheduled timestep, -1 after the last (diffusers >= 0.32)",
     "errors": "bad input raises the reference's exception class; nothing passes silently",
     "state": "set_timesteps again replaces the schedule, a second run repeats the first, set_begin_index is honoured",
+    "interface": "what pipelines rely on: scale_model_input is the identity, init_noise_sigma 1, order 1, "
+                 "step(return_dict=False) the tuple (prev_sample, denoised), step_index / begin_index, len()",
 }
 
 VERDICTS = ("pass", "fail", "inconclusive", "unsupported", "not_observable")
@@ -118,6 +121,7 @@ MIN_JUDGED = {
     "config": 10, "timesteps": 30, "original_inference_steps": 20, "strength": 20, "custom_timesteps": 20,
     "tables": 5, "denoised": 10, "prev_sample": 10, "final_step": 10, "noise": 10, "dtype": 5,
     "clip_threshold": 10, "add_noise": 10, "get_velocity": 10, "previous_timestep": 10, "errors": 20, "state": 5,
+    "interface": 5,
 }
 #: the concerns that judge the step itself: a run in which none of them passed has not checked the scheduler
 STEP_CONCERNS = ("denoised", "prev_sample", "final_step", "clip_threshold")
@@ -132,6 +136,7 @@ DEFAULT_EXAMPLES = {
     "config": 40, "timesteps": 100, "original_inference_steps": 100, "strength": 100, "custom_timesteps": 80,
     "tables": 25, "denoised": 30, "prev_sample": 30, "final_step": 25, "noise": 25, "dtype": 20,
     "clip_threshold": 25, "add_noise": 30, "get_velocity": 30, "previous_timestep": 50, "errors": 60, "state": 25,
+    "interface": 10,
 }
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -201,6 +206,7 @@ class ConformanceReport:
         self.implementation, self.dtype, self.device = implementation, dtype, device
         self.tables, self.profile, self.examples, self.timeout_s = tables, profile, examples, timeout_s
         self.lcm_ref_version = __version__
+        self.region = None          # support.Support: what the implementation accepts, the region drawn from
         self.concerns: list[ConcernResult] = []
         self.seconds = 0.0
 
@@ -246,6 +252,7 @@ class ConformanceReport:
                 "incomplete_reasons": self.incomplete_reasons(), "dtype": self.dtype, "device": self.device,
                 "lcm_ref_version": self.lcm_ref_version, "tables": self.tables, "profile": self.profile,
                 "examples": self.examples, "timeout_s": self.timeout_s, "seconds": round(self.seconds, 3),
+                "region": self.region.to_dict() if self.region is not None else None,
                 "concerns": [c.to_dict() for c in self.concerns]}
 
     def to_json(self, indent=2) -> str:
@@ -259,8 +266,12 @@ class ConformanceReport:
                 f"{self.seconds:.1f} s)")
 
     def _header(self) -> str:
-        return (f"lcm_ref {self.lcm_ref_version} conformance of {self.implementation or 'the implementation'}: "
+        head = (f"lcm_ref {self.lcm_ref_version} conformance of {self.implementation or 'the implementation'}: "
                 f"dtype {self.dtype}, device {self.device}, tables {self.tables}, profile {self.profile}")
+        if self.region is not None:
+            head += "\njudged region (what the implementation accepts; draws stay inside):\n" + "\n".join(
+                "  " + line for line in self.region.describe().splitlines())
+        return head
 
     def _rows(self):
         return [{"concern": c.concern, "verdict": c.verdict.upper() if c.verdict == "fail" else c.verdict,
@@ -408,8 +419,10 @@ class _StepRec:
 class _Run:
     """The settings of one conform() run, for one concern."""
 
-    def __init__(self, factory, concern, *, dtype, device, tables, profile, timeout_s, impl, min_judged=None):
+    def __init__(self, factory, concern, *, dtype, device, tables, profile, timeout_s, impl, min_judged=None,
+                 support=None):
         self.factory, self.concern, self.dtype, self.device = factory, concern, dtype, device
+        self.support = support      # support.Support: the region draws stay in (None: no probe, draw anything)
         self.tables, self.profile, self.timeout_s, self.impl = tables, profile, timeout_s, impl
         self.min_judged = MIN_JUDGED[concern] if min_judged is None else min_judged
         self.dt = dtype_name(dtype)
@@ -685,31 +698,83 @@ def tensor_problem(value, like) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _explains(got, alt, want, terms, bound, dtype) -> Optional[float]:
-    """Does the alternative ``alt`` explain ``got`` where ``want`` does not? got within 2·budget + 4·eps(D)·terms of
-    alt everywhere (the alternative formula, evaluated in D, errs like the right one), and alt differs from want.
-    Returns how well (max |got − alt| / tolerance: smaller is better), or None."""
-    g, a, w = to_f64(got), to_f64(alt), to_f64(want)
+    """Is a cause confirmed? Its alternative formula ``alt``, evaluated on the failing case, must reproduce the
+    implementation's value ``got`` by the oracle's own rule (compare.compare_values: within the budget ``bound``,
+    the correctly rounded answer accepted), and must differ from ``want`` there, so that it tells the two apart.
+    Returns how well (the largest error/budget against ``alt``: smaller is better), or None: not confirmed
+    (docs/design.md §9.3)."""
+    g, a = to_f64(got), to_f64(alt)
     if g.shape != a.shape:
         return None
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        tol = 2 * np.asarray(bound) + 4 * eps(dtype) * np.asarray(terms)
-        same = g == a
-        close = (np.abs(g - a) <= tol) | same
-        differs = np.abs(a - w) > tol
-        if not (np.all(close) and np.any(differs)):
-            return None
-        score = np.where(same, 0.0, np.abs(g - a) / tol)
-    return float(np.max(score)) if score.size else 0.0
+    if compare_values(a, want, terms, bound, dtype).ok:
+        return None
+    c = compare_values(g, a, terms, bound, dtype)
+    return c.max_ratio if c.ok else None
 
 
 def _best_explanation(got, alternatives, want, terms, bound, dtype) -> Optional[str]:
-    """The cause of the alternative that explains ``got`` best (``_explains``), or None."""
+    """The cause of the confirmed alternative that explains ``got`` best (``_explains``), or None."""
     scored = [(s, text) for text, alt in alternatives
               if (s := _explains(got, alt, want, terms, bound, dtype)) is not None]
     return min(scored)[1] if scored else None
 
 
-def _denoised_alternatives(cfg, rec, dtype):
+def level_of(cfg, abar) -> str:
+    """Where ᾱ lies in the config's table: "t ≈ 418.6" (log-σ interpolation between the neighbouring timesteps)."""
+    table = np.asarray(ref.alphas_cumprod(cfg))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_sigma = 0.5 * np.log((1 - table) / table)
+        s = 0.5 * math.log((1 - abar) / abar) if 0 < abar < 1 else math.nan
+    if not math.isfinite(s) or s < log_sigma[0] or s > log_sigma[-1]:
+        return "outside the table"
+    return f"t ≈ {float(np.interp(s, log_sigma, np.arange(len(table)))):.1f}"
+
+
+def fitted_renoise_level(cfg, got, den, z, t_told):
+    """(cause, alternative) of "the noise level used is not the level of the timestep the model is told": the ᾱ'
+    that best explains prev = √ᾱ'·denoised + √(1 − ᾱ')·z (least squares over the elements for a = √ᾱ', b =
+    √(1 − ᾱ'), then ᾱ' = a²/(a² + b²)), or None where the data cannot fix it (z or denoised all zero)."""
+    g, D, Z = to_f64(got).ravel(), to_f64(den).ravel(), to_f64(z).ravel()
+    A = np.stack([D, Z], axis=1)
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(g))) or np.linalg.matrix_rank(A) < 2:
+        return None
+    (a, b), *_ = np.linalg.lstsq(A, g, rcond=None)
+    if a <= 0 or b <= 0:
+        return None
+    abar = float(a * a / (a * a + b * b))
+    alt = math.sqrt(abar) * to_f64(den) + math.sqrt(1 - abar) * to_f64(z)
+    told = float(ref.alphas_cumprod(cfg)[t_told]) if t_told >= 0 else ref.final_alpha_cumprod(cfg)
+    return (f"the noise level used is not the level of the timestep the model is told: re-noised to ᾱ = {abar:.6g} "
+            f"({level_of(cfg, abar)}), while the schedule tells t = {t_told} (ᾱ = {told:.6g}); a σ schedule "
+            f"interpolated off the timestep grid?"), alt
+
+
+def fitted_denoise_level(cfg, rec, got):
+    """(cause, alternative) of x0 taken at a noise level other than the timestep's (epsilon prediction): the ᾱ' that
+    best explains denoised = c_out·(x − √(1 − ᾱ')·ε)/√ᾱ' + c_skip·x (least squares for p = 1/√ᾱ', q = √(1 − ᾱ')/√ᾱ'),
+    or None."""
+    if cfg.prediction_type != "epsilon" or cfg.clip_sample or cfg.thresholding:
+        return None
+    x, m = to_f64(rec.x).ravel(), to_f64(rec.m).ravel()
+    c_skip, c_out = ref.boundary_scalings(cfg, rec.t)
+    if c_out == 0:
+        return None
+    y = (to_f64(got).ravel() - c_skip * x) / c_out
+    A = np.stack([x, -m], axis=1)
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(y))) or np.linalg.matrix_rank(A) < 2:
+        return None
+    (p, q), *_ = np.linalg.lstsq(A, y, rcond=None)
+    if p <= 0 or q <= 0:
+        return None
+    abar = float(1.0 / (1.0 + q * q))
+    sa = math.sqrt(abar)
+    alt = c_out * (to_f64(rec.x) - math.sqrt(1 - abar) * to_f64(rec.m)) / sa + c_skip * to_f64(rec.x)
+    return (f"the noise level used is not the level of the timestep the model is told: x0 taken at ᾱ = {abar:.6g} "
+            f"({level_of(cfg, abar)}), while the model is told t = {rec.t} "
+            f"(ᾱ = {float(ref.alphas_cumprod(cfg)[rec.t]):.6g}); a σ schedule interpolated off the timestep grid?"), alt
+
+
+def _denoised_alternatives(cfg, rec, dtype, got=None):
     """(cause, denoised) pairs of classic mistakes at this step's inputs (docs/design.md §9.5's mutant table)."""
     x, m, t = to_f64(rec.x), to_f64(rec.m), rec.t
     abar = float(ref.alphas_cumprod(cfg)[t])
@@ -748,6 +813,12 @@ def _denoised_alternatives(cfg, rec, dtype):
            ("c_out taken as 1: denoised = x0 + c_skip·x", x0 + c_skip * x)]
     sk, so = scalings(cfg.timestep_scaling, 1.0)
     out.append(("σ_data = 1 in the boundary scalings instead of 0.5", so * x0 + sk * x))
+    if not (cfg.clip_sample or cfg.thresholding) and 0 < abar < 1:
+        out.append(("c_skip applied to the variance-exploding input x/√ᾱ (k-diffusion ports) instead of x",
+                    c_out * x0 + c_skip * x / sa))
+    fitted = fitted_denoise_level(cfg, rec, got) if got is not None else None
+    if fitted is not None:
+        out.append(fitted)
     sk, so = scalings(10.0, 0.5)
     out.append(("timestep_scaling ignored (always 10)", so * x0 + sk * x))
     if cfg.prediction_type == "v_prediction":
@@ -781,7 +852,7 @@ def _denoised_cause(ex, rec, ts, n_eff, want, terms, bound):
                                     num_inference_steps=n_eff, dtype=ex.run.dtype, tables="float32")
             if _float32_tables_explain(ex, got, want, terms, bound32):
                 return FLOAT32_TABLES
-        return _best_explanation(got, _denoised_alternatives(ex.cfg, rec, ex.run.dtype), want, terms, bound,
+        return _best_explanation(got, _denoised_alternatives(ex.cfg, rec, ex.run.dtype, got), want, terms, bound,
                                  ex.run.dtype)
     return cause
 
@@ -1070,39 +1141,44 @@ def _check_prev_sample(ex: _Example):
 def _renoise_reference(ex, rec, ts, n_eff, t_prev, z, note=True):
     """(want, bound, terms, denoised used) for a step's prev_sample given the z it drew.
 
-    Where the step returns its denoised, want = c·denoised_impl + d·z (c = √ᾱ_prev, d = √(1 − ᾱ_prev) correctly
-    rounded), so that an error of denoised is judged once, in concern denoised, and prev_sample judges the
-    re-noising. Bound: a correct step has |prev − (c·den_exact + d·z)| ≤ B_prev (budget point 5, which carries
-    c·B_den) and |den_impl − den_exact| ≤ B_den, so |prev − want| ≤ B_prev + c·B_den; this also admits a port that
-    forms prev from the inputs (fused coefficients) rather than from its rounded denoised. A wrong level moves
+    Where the step returns its denoised D, want = c·D + d·z (c = √ᾱ_prev, d = √(1 − ᾱ_prev) correctly rounded) and
+    the bound is derived from D itself (budget.renoise_bound), so that an error of denoised is judged once, in
+    concern denoised, and prev_sample judges the re-noising alone. Added: c·B_den, the denoised budget at the
+    reference's inputs, for a port that forms prev from the inputs (fused coefficients) rather than from its rounded
+    denoised: its prev then differs from c·D + d·z by at most c·|D − den_fused| ≤ c·B_den. A wrong level moves
     √ᾱ_prev by ≈ β/2 relative (≥ 10⁻⁴ for the schedules drawn): far outside. Without a denoised, want is the
-    reference's whole step with B_prev (an error of denoised then shows here too)."""
+    reference's whole step with its prev_sample budget (an error of denoised then shows here too)."""
     cfg = ex.cfg
     bound_den, bound_prev = step_bound(cfg, rec.m, rec.t, rec.x, z, schedule=ts, step_index=rec.idx,
                                        num_inference_steps=n_eff, dtype=ex.run.dtype, tables=ex.run.tables)
-    terms = ref.step_terms(cfg, rec.m, rec.t, rec.x, schedule=ts, noise=z, step_index=rec.idx,
-                           num_inference_steps=n_eff).prev_sample
     den = rec.den if isinstance(rec.den, torch.Tensor) and tuple(rec.den.shape) == tuple(rec.x.shape) else None
     if den is not None:
         c, d = ref.noise_coefficients(cfg, t_prev)
+        D, Z = to_f64(den), to_f64(z)
         with np.errstate(invalid="ignore", over="ignore"):
-            return c * to_f64(den) + d * to_f64(z), bound_prev + c * bound_den, terms, to_f64(den)
+            terms = c * np.abs(D) + d * np.abs(Z)
+            bound = renoise_bound(cfg, D, Z, t_prev, dtype=ex.run.dtype, tables=ex.run.tables) + c * bound_den
+            return c * D + d * Z, bound, terms, D
     if note:
         ex.not_observable("step returns no denoised: prev_sample judged against the reference's whole step "
                           "(an error of denoised shows here too)")
+    terms = ref.step_terms(cfg, rec.m, rec.t, rec.x, schedule=ts, noise=z, step_index=rec.idx,
+                           num_inference_steps=n_eff).prev_sample
     r = ex.reference_step(rec, ts, n_eff, z)
     return r.prev_sample, bound_prev, terms, r.denoised
 
 
 def _renoise_cause(ex, rec, ts, n_eff, t_prev, den, want, terms, bound):
+    """The confirmed cause of a prev_sample that is not c·denoised + d·z at the scheduled level (``_explains``)."""
     cfg, z = ex.cfg, to_f64(rec.z)
     den = to_f64(den)
     T = cfg.num_train_timesteps
     if ex.run.tables == "float64":
-        b_den, b_prev = step_bound(cfg, rec.m, rec.t, rec.x, rec.z, schedule=ts, step_index=rec.idx,
-                                   num_inference_steps=n_eff, dtype=ex.run.dtype, tables="float32")
+        b_den, _ = step_bound(cfg, rec.m, rec.t, rec.x, rec.z, schedule=ts, step_index=rec.idx,
+                              num_inference_steps=n_eff, dtype=ex.run.dtype, tables="float32")
         c, _ = ref.noise_coefficients(cfg, t_prev)
-        if _float32_tables_explain(ex, rec.prev, want, terms, b_prev + c * b_den):
+        b32 = renoise_bound(cfg, den, z, t_prev, dtype=ex.run.dtype, tables="float32") + c * b_den
+        if _float32_tables_explain(ex, rec.prev, want, terms, b32):
             return FLOAT32_TABLES
     alts = []
     if t_prev >= 1:
@@ -1118,6 +1194,9 @@ def _renoise_cause(ex, rec, ts, n_eff, t_prev, den, want, terms, bound):
         c, d = ref.noise_coefficients(cfg, rec.t)
         alts.append(("re-noises to the current timestep's level instead of the next scheduled one",
                      c * den + d * z))
+    fitted = fitted_renoise_level(cfg, rec.prev, den, z, t_prev)
+    if fitted is not None:
+        alts.append(fitted)
     return _best_explanation(rec.prev, alts, want, terms, bound, ex.run.dtype)
 
 
@@ -1508,13 +1587,107 @@ def _check_state(ex: _Example):
     ex.count()
 
 
+_MISSING = object()
+
+
+def _check_interface(ex: _Example):
+    """What diffusers' pipelines rely on besides the numbers: they call ``scale_model_input`` before every model call
+    and feed its result to the U-Net (LCM's is the identity: a k-diffusion-style c_in = 1/√(σ² + 1) here changes
+    what every pipeline's model sees), scale the initial latents by ``init_noise_sigma`` (1 for a VP scheduler),
+    read ``order`` to count warm-up steps, unpack ``step(..., return_dict=False)`` as ``(prev_sample, denoised)``
+    (the LCM pipelines decode ``denoised``) or read the output's fields, set ``set_begin_index`` and read
+    ``step_index`` / ``begin_index`` (img2img, callbacks), and take ``len(scheduler)`` as num_train_timesteps."""
+    cfg, dev = ex.cfg, ex.run.device
+    T = cfg.num_train_timesteps
+    sched = ex.build()
+    n, exc = call(lambda: len(sched))
+    if exc is not None or n != T:
+        ex.fail(f"len(scheduler) is {exception_text(exc) if exc else n}, want num_train_timesteps = {T}",
+                cause="__len__ missing or not num_train_timesteps",
+                worst={"where": "len(scheduler)", "got": str(n), "want": str(T)})
+    ex.count()
+    for name, want, why in (("init_noise_sigma", 1.0, "pipelines scale the initial latents by it"),
+                            ("order", 1, "pipelines count warm-up steps by it")):
+        v = getattr(sched, name, _MISSING)
+        got, exc = call(lambda: float(v)) if v is not _MISSING else (None, None)
+        if got != want:
+            shown = "missing" if v is _MISSING else repr(v)
+            ex.fail(f"scheduler.{name} is {shown}, want {want} ({why})", cause=f"{name} is not LCM's {want}",
+                    worst={"where": name, "got": shown, "want": repr(want)})
+        ex.count()
+    if not hasattr(sched, "set_begin_index") or not hasattr(sched, "step_index"):
+        ex.unsupported("no step_index / set_begin_index (diffusers < 0.27)")
+    ts, n_eff = ex.own_schedule(sched)
+    if getattr(sched, "begin_index", _MISSING) is not None or sched.step_index is not None:
+        ex.fail(f"after set_timesteps: step_index = {sched.step_index!r}, begin_index = "
+                f"{getattr(sched, 'begin_index', 'missing')!r}, want None and None",
+                cause="set_timesteps does not reset step_index / begin_index")
+    gen = ex.generators()
+    x = ex.case.sample.make(dev)
+    first = None
+    for pos in range(len(ts)):
+        t_arg = sched.timesteps[pos]
+        scale = getattr(sched, "scale_model_input", None)
+        if scale is None:
+            ex.fail("no scale_model_input: diffusers' pipelines call it before every model call",
+                    cause="scale_model_input missing")
+        y, exc = call(lambda: scale(x, t_arg))
+        if exc is not None:
+            ex.fail(f"scale_model_input(sample, t={int(ts[pos])}) raises {exception_text(exc, frames=3)}",
+                    cause="the implementation crashes in scale_model_input")
+        if not (isinstance(y, torch.Tensor) and y.shape == x.shape and y.dtype == x.dtype and torch.equal(y, x)):
+            ratio = ""
+            if isinstance(y, torch.Tensor) and y.shape == x.shape:
+                r = to_f64(y) / np.where(to_f64(x) == 0, np.nan, to_f64(x))
+                ratio = f" (got/sample ≈ {np.nanmedian(r):.6g})"
+            ex.fail(f"scale_model_input(sample, t={int(ts[pos])}) changes the sample{ratio}; LCM's is the identity "
+                    "and every pipeline feeds its result to the model", cause="a c_in input scaling "
+                    "(k-diffusion's 1/√(σ² + 1)?) in scale_model_input", worst={"where": "scale_model_input"})
+        m = ex.case.model_output.make(dev, seed_offset=pos)
+        out, exc = call(lambda: sched.step(m, t_arg, x, generator=gen, return_dict=False))
+        if exc is not None:
+            if refusal(exc, keys=("return_dict",)):
+                ex.fail(f"step(..., return_dict=False) is refused: {exception_text(exc)}; pipelines pass it",
+                        cause="step takes no return_dict")
+            ex.skip(f"step raises {exception_text(exc)} (see the step concerns)")
+        if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(v, torch.Tensor) for v in out)):
+            shown = type(out).__name__ + (f" of {len(out)}" if isinstance(out, tuple) else "")
+            ex.fail(f"step(..., return_dict=False) returns a {shown}, want the tuple (prev_sample, denoised) that "
+                    "the LCM pipelines unpack", cause="return_dict=False does not return (prev_sample, denoised)",
+                    worst={"where": "step(return_dict=False)", "got": shown, "want": "tuple of 2 tensors"})
+        first = out if first is None else first
+        if sched.step_index != pos + 1:
+            ex.fail(f"after the step at position {pos}: step_index = {sched.step_index!r}, want {pos + 1}",
+                    cause="step_index does not count the steps taken")
+        x = out[0]
+        ex.count()
+    sched2 = ex.build()
+    ex.own_schedule(sched2)
+    _, exc = call(lambda: sched2.set_begin_index(0))
+    if exc is not None or sched2.begin_index != 0:
+        ex.fail(f"set_begin_index(0) leaves begin_index = {getattr(sched2, 'begin_index', 'missing')!r}",
+                cause="begin_index does not report set_begin_index")
+    out, exc = call(lambda: sched2.step(ex.case.model_output.make(dev, seed_offset=0), sched2.timesteps[0],
+                                        ex.case.sample.make(dev), generator=ex.generators()))
+    if exc is not None:
+        ex.skip(f"step raises {exception_text(exc)} (see the step concerns)")
+    fields = [getattr(out, f, None) for f in ("prev_sample", "denoised")]
+    if not all(isinstance(v, torch.Tensor) for v in fields):
+        ex.fail(f"step(...) returns a {type(out).__name__} without tensor fields prev_sample and denoised "
+                "(LCMSchedulerOutput)", cause="the output object lacks LCMSchedulerOutput's fields")
+    if not all(torch.equal(a, b) for a, b in zip(fields, first)):
+        ex.fail("step(...).prev_sample / .denoised differ from step(..., return_dict=False) on the same inputs and "
+                "generator seed", cause="return_dict changes the result")
+    ex.count()
+
+
 _CHECKS: dict[str, Callable] = {
     "config": _check_config, "timesteps": _check_schedule, "original_inference_steps": _check_schedule,
     "strength": _check_schedule, "custom_timesteps": _check_schedule, "tables": _check_tables,
     "denoised": _check_denoised, "prev_sample": _check_prev_sample, "final_step": _check_final_step,
     "noise": _check_noise, "dtype": _check_dtype, "clip_threshold": _check_denoised, "add_noise": _check_forward,
     "get_velocity": _check_forward, "previous_timestep": _check_previous_timestep, "errors": _check_errors,
-    "state": _check_state,
+    "state": _check_state, "interface": _check_interface,
 }
 
 
@@ -1522,17 +1695,23 @@ _CHECKS: dict[str, Callable] = {
 # What each concern draws
 # ---------------------------------------------------------------------------------------------------------------
 
-def draw_concern_case(data, concern: str, *, dtype=torch.float32, profile="diffusers") -> Case:
-    """One ``Case`` for ``concern`` from hypothesis ``st.data()`` (labelled draws)."""
+def draw_concern_case(data, concern: str, *, dtype=torch.float32, profile="diffusers", support=None) -> Case:
+    """One ``Case`` for ``concern`` from hypothesis ``st.data()`` (labelled draws), inside the region ``support``
+    (a ``support.Support``; None: anywhere)."""
     dt = dtype_name(dtype)
     post = {"denoised": "none", "prev_sample": "none", "final_step": "none", "noise": "none",
             "clip_threshold": "clip_threshold"}.get(concern)
     spec = data.draw(lst.config_specs(profile=profile, quirks=False, post=post), label="config")
+    allow = None
+    if support is not None:
+        spec = support.project(data, spec)
+        allow = support.allowed_requests()
     cfg = lst.build_config(spec)
     if concern in ("timesteps", "original_inference_steps", "strength", "custom_timesteps", "errors"):
-        req = data.draw(lst.concern_requests(cfg, concern, profile=profile), label="request")
+        req = data.draw(lst.concern_requests(cfg, concern, profile=profile, allow=allow), label="request")
     else:
-        req = data.draw(lst.schedule_requests(cfg, profile=profile, quirks=False, errors=False), label="request")
+        req = data.draw(lst.schedule_requests(cfg, profile=profile, quirks=False, errors=False, allow=allow),
+                        label="request")
     shape = data.draw(lst.shapes(min_dims=3 if cfg.thresholding else 1), label="shape")
     sample = data.draw(lst.tensor_recipes(shape, dt), label="sample")
     model_output = data.draw(lst.tensor_recipes(shape, dt), label="model_output")
@@ -1562,7 +1741,7 @@ def _canonical_for(concern, dtype):
         clipped = cfg.get("clip_sample") or cfg.get("thresholding")
         error = req.get("num_inference_steps") == 30 and req.get("strength") == 0.5
         keep = {
-            "config": True, "tables": True, "dtype": not error, "state": not error,
+            "config": True, "tables": True, "dtype": not error, "state": not error, "interface": not error,
             "timesteps": not error and req.get("timesteps") is None and req.get("strength") is None,
             "original_inference_steps": "original_inference_steps" in cfg,
             "strength": req.get("strength") is not None,
@@ -1608,9 +1787,19 @@ def _run_concern(run: _Run, n_examples: int, *, shrink=True) -> ConcernResult:
     concern = run.concern
     examples = []       # all _Example outcomes (canonical and drawn)
     passing = set()
+    outside = run.support.concern_refused(concern) if run.support is not None else None
+    if outside is not None:
+        return ConcernResult(concern, "unsupported", f"not run: {outside}", description=DESCRIPTIONS[concern],
+                             min_judged=run.min_judged, reason=abbreviate(outside, 200), refused=[abbreviate(outside)])
+    if run.support is not None and run.support.default is not None:
+        why = f"not run: the default config is refused ({abbreviate(run.support.default, 200)})"
+        return ConcernResult(concern, "inconclusive", why, description=DESCRIPTIONS[concern],
+                             min_judged=run.min_judged, reason=why)
     for label, case in _canonical_for(concern, run.dtype):
         if run.aborted:
             break
+        if run.support is not None and not run.support.contains(case.config, case.request):
+            continue                    # a canonical config outside the region: not the implementation's
         ex = run.execute(case, label)
         examples.append(ex)
     drawn_failures = []
@@ -1623,7 +1812,7 @@ def _run_concern(run: _Run, n_examples: int, *, shrink=True) -> ConcernResult:
                   verbosity=Verbosity.quiet)
         @given(st.data())
         def generate(data):
-            case = draw_concern_case(data, concern, dtype=run.dtype, profile=run.profile)
+            case = draw_concern_case(data, concern, dtype=run.dtype, profile=run.profile, support=run.support)
             key = _case_key(case)
             if run.aborted or key in seen:      # a case drawn again (other choices, same case): judged once
                 return
@@ -1657,7 +1846,7 @@ def _shrink(run: _Run, n_examples: int, passing: set):
               report_multiple_bugs=False, verbosity=Verbosity.quiet)
     @given(st.data())
     def minimise(data):
-        case = draw_concern_case(data, run.concern, dtype=run.dtype, profile=run.profile)
+        case = draw_concern_case(data, run.concern, dtype=run.dtype, profile=run.profile, support=run.support)
         key = _case_key(case)
         if key in store:
             raise _Failing(store[key])
@@ -1859,9 +2048,10 @@ def conform(factory: Callable, *, dtype="float32", device="cpu", examples=None, 
                         "None (per-concern defaults, MIN_JUDGED), an integer >= 0 or a dict {concern: integer >= 0}")
     report = ConformanceReport(name or "", dtype_name(dtype), str(device), tables, profile, per, timeout_s)
     t0 = time.perf_counter()
+    report.region = probe(factory, refusal, device=device, dtype=dtype)
     for c in names:
         run = _Run(factory, c, dtype=dtype, device=device, tables=tables, profile=profile, timeout_s=timeout_s,
-                   impl=name, min_judged=need[c])
+                   impl=name, min_judged=need[c], support=report.region)
         with source_independent_draws():
             report.concerns.append(_run_concern(run, per[c], shrink=shrink))
     report.seconds = time.perf_counter() - t0
