@@ -7,7 +7,6 @@ bad option), 3 INCOMPLETE (nothing fails, but something could not be judged on e
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..errors import LCMRefError
@@ -73,13 +72,9 @@ def configure_parser(parser):
 
 def main(args) -> int:
     from ..numerics import write_atomic
-    from ..oracle.check import load_factory
+    from ..oracle import load_factory
     from ..oracle.conform import conform
 
-    # module:attr resolves against the current directory first, as pytest's rootdir does
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
     try:
         factory = load_factory(args.impl)
     except LCMRefError as e:

@@ -485,7 +485,6 @@ def scaled_step_bound(cfg, model_output, timestep, sample, *, schedule, step_ind
     return k_prev / EPS32 + own, k_den / EPS32 + own
 
 
-
 def _threshold_err(cfg, model_output, t, sample, e_x0):
     """Relative error of diffusers' threshold divisor s per batch element (shape (batch, 1, ...)).
 

@@ -27,7 +27,9 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import os
 import re
+import sys
 from typing import Optional
 
 import numpy as np
@@ -261,6 +263,28 @@ def abbreviate(value, limit: int = 240) -> str:
             return f"{m.group(0)[0]}{', '.join(items[:3])}, … {len(items)} values{m.group(0)[-1]}"
         text = _NUMBER_RUN.sub(short, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_factory(path: str):
+    """``module:attr`` (or ``module.attr``) -> the object, imported from the current directory first (as pytest's
+    rootdir does: a port next to the user's shell is found without installing it); a clear LCMRefError if it cannot
+    be imported."""
+    if ":" in path:
+        mod, _, attr = path.partition(":")
+    else:
+        mod, _, attr = path.rpartition(".")
+    if not mod or not attr:
+        raise LCMRefError("impl", path, "module:attr, e.g. diffusers:LCMScheduler")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        obj = importlib.import_module(mod)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise LCMRefError("impl", path, "an importable module:attr", detail=str(e)) from None
+    return obj
 
 
 def impl_path(factory) -> Optional[str]:

@@ -4,8 +4,8 @@ Each mutant subclasses diffusers' ``LCMScheduler`` and changes one thing, and na
 concern(s) it breaks (docs/design.md §9.2, §9.5); ``CONFORM`` holds the settings it needs to show (a dtype, a table
 precision), if any.
 
-- ``MUTANTS``: the classic bugs. ``lcm_ref.oracle.check`` with its default budget must raise ``OracleMismatch`` on
-  every one (``tests/test_mutants.py``), and ``conform`` must fail each in its ``CONCERN`` (``tests/test_conform.py``).
+- ``MUTANTS``: the classic bugs. ``check`` (conform's fail-fast mode) must raise ``OracleMismatch`` on every one
+  (``tests/test_mutants.py``), and ``conform`` must fail each in exactly its ``CONCERN`` (``tests/test_conform.py``).
 - ``CONFORM_MUTANTS``: bug classes ``check`` cannot see or cannot place (a port that ignores the generator, float32
   tables in a float64 port, the pre-0.32 ``previous_timestep``, object state, output dtype): ``conform`` must fail
   each in its ``CONCERN``.
@@ -528,43 +528,33 @@ NEGATIVE_CONTROLS = {cls.__name__: cls for cls in (NoDenoised, Float64Tables)}
 ALL_MUTANTS = {**MUTANTS, **CONFORM_MUTANTS, **NEGATIVE_CONTROLS}
 
 
-def _kill(cls, dtype, max_examples, explicit):
-    """(killed, quantity, at which example, seconds) of one ``check`` run without shrinking."""
-    from .check import DEFAULT_MAX_EXAMPLES, OracleMismatch, check
+def _kill(cls, dtype, examples):
+    """(killed, concern, failing examples / examples, seconds) of one ``check`` run without shrinking."""
+    from .conform import OracleMismatch, check
 
     t0 = time.perf_counter()
     try:
-        report = check(cls, dtype=dtype, max_examples=max_examples or DEFAULT_MAX_EXAMPLES, shrink=False,
-                       explicit=explicit)
-        return False, "-", f"survived {report.examples}", time.perf_counter() - t0
+        check(cls, dtype=dtype, examples=examples, shrink=False)
+        return False, "-", "survived", time.perf_counter() - t0
     except OracleMismatch as e:
-        at = e.examples if isinstance(e.examples, str) else f"example {e.examples}"
-        return True, e.quantity, at, time.perf_counter() - t0
+        r = e.result
+        return True, e.quantity, f"{r.failing_examples}/{r.examples} examples", time.perf_counter() - t0
 
 
-def kill_table(max_examples=None, *, dtype=torch.float32, names=None, hypothesis_only=True):
-    """Run ``check`` (default budget, no shrinking) on each mutant. Rows: (name, killed, quantity, where,
-    seconds) and, with ``hypothesis_only``, the same for the hypothesis draws alone (``explicit=False``): how
-    much the canonical examples are needed."""
-    rows = []
-    for name in names or MUTANTS:
-        row = (name,) + _kill(MUTANTS[name], dtype, max_examples, True)
-        if hypothesis_only:
-            row += _kill(MUTANTS[name], dtype, max_examples, False)
-        rows.append(row)
-    return rows
+def kill_table(examples=None, *, dtype=torch.float32, names=None):
+    """Run ``check`` (conform's fail-fast mode, default examples, no shrinking) on each mutant of ``MUTANTS``.
+    Rows: (name, killed, concern, failing examples, seconds)."""
+    return [(name,) + _kill(MUTANTS[name], dtype, examples) for name in names or MUTANTS]
 
 
 def format_table(rows) -> str:
     killed = sum(r[1] for r in rows)
-    alone = sum(r[5] for r in rows if len(r) > 5)
-    lines = [f"kill rate: {killed}/{len(rows)} with check()'s default budget"
-             + (f"; {alone}/{len(rows)} by the hypothesis draws alone (explicit=False)" if len(rows[0]) > 5 else ""),
-             "", "| mutant | what it gets wrong | killed | by | at | hypothesis alone |", "|---|---|---|---|---|---|"]
+    lines = [f"kill rate: {killed}/{len(rows)} with check() (conform's fail-fast mode, default budget)", "",
+             "| mutant | what it gets wrong | killed | first failing concern | failing examples |",
+             "|---|---|---|---|---|"]
     for r in rows:
         doc = " ".join((MUTANTS[r[0]].__doc__ or "").split()).split(". ")[0].rstrip(".")
-        alone = (f"{r[7]}" if r[5] else "survived") if len(r) > 5 else ""
-        lines.append(f"| {r[0]} | {doc} | {'yes' if r[1] else '**NO**'} | {r[2]} | {r[3]} | {alone} |")
+        lines.append(f"| {r[0]} | {doc} | {'yes' if r[1] else '**NO**'} | {r[2]} | {r[3]} |")
     return "\n".join(lines)
 
 
