@@ -155,7 +155,7 @@ class StrideSelection(LCMScheduler):
     """The original LCM pipeline's selection ``origin[::-(L//n)][:n]`` (n=4: 999, 759, 519, 279) instead of
     diffusers' floor(linspace) (999, 759, 499, 259)."""
 
-    CONCERN = "timesteps"
+    CONCERN = ("timesteps", "original_inference_steps", "strength")
 
     def set_timesteps(self, num_inference_steps=None, device=None, original_inference_steps=None, timesteps=None,
                       strength=1.0):
@@ -184,7 +184,7 @@ class StrengthRounding(LCMScheduler):
 class Float16Tables(LCMScheduler):
     """ᾱ stored in float16 (rounded from the float32 table)."""
 
-    CONCERN = "tables"
+    CONCERN = ("tables", "denoised", "prev_sample", "clip_threshold", "add_noise", "get_velocity")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -194,7 +194,7 @@ class Float16Tables(LCMScheduler):
 class VPredictionSign(LCMScheduler):
     """v-prediction's x0 with the wrong sign: √ᾱ·x + √(1−ᾱ)·v."""
 
-    CONCERN = "denoised"
+    CONCERN = ("denoised", "clip_threshold")
 
     def step(self, model_output, timestep, sample, generator=None, return_dict=True):
         if self.config.prediction_type == "v_prediction":
@@ -205,7 +205,7 @@ class VPredictionSign(LCMScheduler):
 class BetaProdNoSqrt(_StepMutant):
     """epsilon's x0 = (x − (1−ᾱ)·ε)/√ᾱ: the square root of 1 − ᾱ forgotten."""
 
-    CONCERN = "denoised"
+    CONCERN = ("denoised", "clip_threshold")
 
     def step(self, model_output, timestep, sample, generator=None, return_dict=True):
         if self.config.prediction_type == "epsilon":
@@ -296,7 +296,7 @@ class MissingStepCountCheck(LCMScheduler):
 class ZeroSNRIgnored(LCMScheduler):
     """rescale_betas_zero_snr accepted but not applied."""
 
-    CONCERN = "tables"
+    CONCERN = ("tables", "denoised", "prev_sample", "clip_threshold", "add_noise", "get_velocity")
 
     def __init__(self, **kwargs):
         zero_snr = kwargs.pop("rescale_betas_zero_snr", False)
@@ -488,7 +488,7 @@ class Float32Tables(Float64Tables):
     """A float64 port that keeps float32 tables: ᾱ, c_skip and c_out rounded to float32 (diffusers' own precision,
     allowed by tables="float32", wrong under tables="float64")."""
 
-    CONCERN = "tables"
+    CONCERN = ("tables", "denoised", "prev_sample", "clip_threshold", "add_noise", "get_velocity")
     CONFORM = {"dtype": "float64", "tables": "float64"}
 
     def _abar64(self):

@@ -8,6 +8,7 @@ import torch
 from ...numerics import to_f64
 from ..compare import call
 from ..example import Example, exception_text, refusal
+from .state import seeded_global_rngs
 
 
 _MISSING = object()
@@ -40,6 +41,26 @@ def check_interface(ex: Example):
         ex.count()
     if not hasattr(sched, "set_begin_index") or not hasattr(sched, "step_index"):
         ex.unsupported("no step_index / set_begin_index (diffusers < 0.27)")
+    # the output object first, on a fresh object: its fields, and whether the port exposes denoised at all
+    sched2 = ex.build()
+    ex.own_schedule(sched2)
+    _, exc = call(lambda: sched2.set_begin_index(0))
+    if exc is not None or sched2.begin_index != 0:
+        ex.fail(f"set_begin_index(0) leaves begin_index = {getattr(sched2, 'begin_index', 'missing')!r}",
+                cause="begin_index does not report set_begin_index")
+    with seeded_global_rngs(ex.case.generator_seed):        # a port that ignores the generator repeats itself
+        obj, exc = call(lambda: sched2.step(ex.case.model_output.make(dev, seed_offset=0), sched2.timesteps[0],
+                                            ex.case.sample.make(dev), generator=ex.generators()))
+    if exc is not None:
+        ex.skip(f"step raises {exception_text(exc)} (see the step concerns)")
+    prev_field, den_field = getattr(obj, "prev_sample", None), getattr(obj, "denoised", None)
+    if not isinstance(prev_field, torch.Tensor):
+        ex.fail(f"step(...) returns a {type(obj).__name__} without a tensor field prev_sample (LCMSchedulerOutput)",
+                cause="the output object lacks LCMSchedulerOutput's fields")
+    with_denoised = isinstance(den_field, torch.Tensor)
+    if not with_denoised:
+        ex.not_observable("step exposes no denoised: the (prev_sample, denoised) tuple the LCM pipelines unpack "
+                          "cannot be served, judged on prev_sample only (see concern denoised)")
     ts, n_eff = ex.own_schedule(sched)
     if getattr(sched, "begin_index", _MISSING) is not None or sched.step_index is not None:
         ex.fail(f"after set_timesteps: step_index = {sched.step_index!r}, begin_index = "
@@ -47,7 +68,7 @@ def check_interface(ex: Example):
                 cause="set_timesteps does not reset step_index / begin_index")
     gen = ex.generators()
     x = ex.case.sample.make(dev)
-    first = None
+    want_len = 2 if with_denoised else 1
     for pos in range(len(ts)):
         t_arg = sched.timesteps[pos]
         scale = getattr(sched, "scale_model_input", None)
@@ -67,38 +88,23 @@ def check_interface(ex: Example):
                     "and every pipeline feeds its result to the model", cause="a c_in input scaling "
                     "(k-diffusion's 1/√(σ² + 1)?) in scale_model_input", worst={"where": "scale_model_input"})
         m = ex.case.model_output.make(dev, seed_offset=pos)
-        out, exc = call(lambda: sched.step(m, t_arg, x, generator=gen, return_dict=False))
+        with seeded_global_rngs(ex.case.generator_seed):
+            out, exc = call(lambda: sched.step(m, t_arg, x, generator=gen, return_dict=False))
         if exc is not None:
             if refusal(exc, keys=("return_dict",)):
                 ex.fail(f"step(..., return_dict=False) is refused: {exception_text(exc)}; pipelines pass it",
                         cause="step takes no return_dict")
             ex.skip(f"step raises {exception_text(exc)} (see the step concerns)")
-        if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(v, torch.Tensor) for v in out)):
+        if not (isinstance(out, tuple) and len(out) == want_len and all(isinstance(v, torch.Tensor) for v in out)):
             shown = type(out).__name__ + (f" of {len(out)}" if isinstance(out, tuple) else "")
             ex.fail(f"step(..., return_dict=False) returns a {shown}, want the tuple (prev_sample, denoised) that "
                     "the LCM pipelines unpack", cause="return_dict=False does not return (prev_sample, denoised)",
-                    worst={"where": "step(return_dict=False)", "got": shown, "want": "tuple of 2 tensors"})
-        first = out if first is None else first
+                    worst={"where": "step(return_dict=False)", "got": shown, "want": f"tuple of {want_len} tensors"})
+        if pos == 0 and not all(torch.equal(a, b) for a, b in zip(out, (prev_field, den_field))):
+            ex.fail("step(...).prev_sample / .denoised differ from step(..., return_dict=False) on the same inputs "
+                    "and generator seed", cause="return_dict changes the result")
         if sched.step_index != pos + 1:
             ex.fail(f"after the step at position {pos}: step_index = {sched.step_index!r}, want {pos + 1}",
                     cause="step_index does not count the steps taken")
         x = out[0]
         ex.count()
-    sched2 = ex.build()
-    ex.own_schedule(sched2)
-    _, exc = call(lambda: sched2.set_begin_index(0))
-    if exc is not None or sched2.begin_index != 0:
-        ex.fail(f"set_begin_index(0) leaves begin_index = {getattr(sched2, 'begin_index', 'missing')!r}",
-                cause="begin_index does not report set_begin_index")
-    out, exc = call(lambda: sched2.step(ex.case.model_output.make(dev, seed_offset=0), sched2.timesteps[0],
-                                        ex.case.sample.make(dev), generator=ex.generators()))
-    if exc is not None:
-        ex.skip(f"step raises {exception_text(exc)} (see the step concerns)")
-    fields = [getattr(out, f, None) for f in ("prev_sample", "denoised")]
-    if not all(isinstance(v, torch.Tensor) for v in fields):
-        ex.fail(f"step(...) returns a {type(out).__name__} without tensor fields prev_sample and denoised "
-                "(LCMSchedulerOutput)", cause="the output object lacks LCMSchedulerOutput's fields")
-    if not all(torch.equal(a, b) for a, b in zip(fields, first)):
-        ex.fail("step(...).prev_sample / .denoised differ from step(..., return_dict=False) on the same inputs and "
-                "generator seed", cause="return_dict changes the result")
-    ex.count()

@@ -29,7 +29,7 @@ def _plain_run(ex, sched, req, *, start=0, begin=False):
     x = ex.case.sample.make(ex.run.device)
     gen = ex.generators()
     outs = []
-    with _seeded_global_rngs(ex.case.generator_seed):
+    with seeded_global_rngs(ex.case.generator_seed):
         for pos in range(start, len(ts)):
             _plain_step(ex, sched, ts, pos, gen, x, outs)
             x = outs[-1][0]
@@ -37,7 +37,7 @@ def _plain_run(ex, sched, req, *, start=0, begin=False):
 
 
 @contextlib.contextmanager
-def _seeded_global_rngs(s):
+def seeded_global_rngs(s):
     """torch's and NumPy's global generators seeded with ``s`` inside, restored after: a port that ignores the
     generator passed (concern noise) still repeats itself, so that its object state can be judged."""
     np_state = np.random.get_state()
