@@ -309,3 +309,30 @@ def test_k_diffusion_sampler_ignoring_noise_sampler_fails_noise():
 
     rep = conform(k_diffusion(own_noise, lcm_model_sampling("vp")), concerns=["noise"], examples=0, shrink=False)
     assert verdicts(rep) == {"noise": "fail"}
+
+
+def test_k_diffusion_wrap_model_hands_the_sampler_its_return_value():
+    """Protects: wrap_model(model, model_sampling) gets the facade's model callable and the scheduler's own model
+    sampling, and its return value is what the sampler receives as model."""
+    got = {}
+
+    class Tagged:
+        def __init__(self, model, ms):
+            self.model, self.ms = model, ms
+
+        def __call__(self, x, sigma, **extra):
+            return self.model(x, sigma, **extra)
+
+    def needs_tag(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+        got["model"] = model
+        return sample_lcm(model, x, sigmas, extra_args, callback, disable, noise_sampler)
+
+    factory = k_diffusion(needs_tag, lcm_model_sampling("vp"), wrap_model=Tagged)
+    sched = factory(**LCMConfig().to_dict())
+    sched.set_timesteps(num_inference_steps=4)
+    out = sched.step(torch.zeros(1, 4), sched.timesteps[0], torch.ones(1, 4), generator=torch.Generator())
+    assert isinstance(got["model"], Tagged) and got["model"].ms is sched.model_sampling
+    assert out.prev_sample.shape == (1, 4)
+    assert factory.concerns == KDIFFUSION_CONCERNS
+    assert k_diffusion(needs_tag, lcm_model_sampling("vp"), sigmas=lambda ms, n: [1.0, 0.0]).concerns == \
+        adapters.KDIFFUSION_OWN_SCHEDULE_CONCERNS
