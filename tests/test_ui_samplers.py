@@ -259,3 +259,23 @@ def test_conform_a1111_verdicts():
     assert "[999, 679, 339, 19]" in rep["timesteps"].detail
     where = rep["denoised"].worst["where"]
     assert "t=679)" in where or "t=339)" in where
+
+
+@pytest.mark.parametrize("schedule", ["sgm_uniform", "a1111"])
+def test_told_timesteps_agree_with_the_float32_emulation_off_ties(schedule):
+    """Protects: the subjects' selection agrees with lcm_ref.studies.behaviour's float32 emulation of the UIs (code
+    written separately) for n = 1…50 at T = 1000, at every step whose position among the levels is not a
+    half-way point (there float32 rounding decides; the subject takes the lower level)."""
+    from lcm_ref.studies import behaviour as B
+    ms = U.comfyui_model_sampling(SD)
+    sigmas, emulated = {"sgm_uniform": (U.sgm_uniform_sigmas, B.comfyui_sgm_uniform_timesteps),
+                        "a1111": (U.a1111_automatic_sigmas, B.a1111_timesteps)}[schedule]
+    halfway = 0
+    for n in range(1, 51):
+        t = np.linspace(999, 19, n + 1)[:-1] if schedule == "sgm_uniform" else np.linspace(999, 19, n)
+        pos = (t - 19) / 20
+        off_tie = np.abs(pos - np.floor(pos) - 0.5) > 1e-6
+        halfway += int((~off_tie).sum())
+        mine, theirs = np.array(told(ms, n, sigmas)), np.array(emulated(SD, n))
+        assert np.array_equal(mine[off_tie], theirs[off_tie]), n
+    assert halfway > 0

@@ -112,8 +112,10 @@ class DistilledModelSampling:
 
     def level_of(self, sigma) -> np.ndarray:
         """The level nearest to each σ in log σ. A σ half-way between two levels (in log σ, up to ``TIE`` — a few
-        float32 roundings of σ; neighbouring levels are ≥ 0.02 apart) counts as the lower level, as both UIs
-        resolve it (measured: ``sgm_uniform`` at n = 2 and 4 reaches the half-way point 24.5 and tells t = 499)."""
+        float32 roundings of σ; neighbouring levels are ≥ 0.02 apart) counts as the lower level, as measured on
+        ComfyUI (``sgm_uniform`` at n = 2 and 4 reaches the half-way point 24.5 and tells t = 499). In the UIs the
+        outcome at such a point is decided by float32 rounding and may go either way (the float32 emulation of
+        ``lcm_ref.studies.behaviour`` tells 519 there at n = 30); this subject fixes it."""
         s = np.asarray(sigma.detach().cpu().to(torch.float64) if hasattr(sigma, "detach") else sigma,
                        dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
