@@ -279,3 +279,13 @@ def test_told_timesteps_agree_with_the_float32_emulation_off_ties(schedule):
         mine, theirs = np.array(told(ms, n, sigmas)), np.array(emulated(SD, n))
         assert np.array_equal(mine[off_tie], theirs[off_tie]), n
     assert halfway > 0
+
+
+def test_comfyui_T_offsets_in_float16():
+    """Protects the documented float16 picture: one step of offset (T = 1001) stays inside the float16 budget,
+    though visibly (over half of it at n = 4, against ≤ 0.06 at T = 1000), while 37 steps (T = 1037) fail."""
+    at_1001 = replay(U.comfyui_simple, "denoised", sd_case(T=1001, dtype=torch.float16), dtype="float16")
+    at_1000 = replay(U.comfyui_simple, "denoised", sd_case(T=1000, dtype=torch.float16), dtype="float16")
+    assert at_1001.verdict == "pass" and at_1001.max_ratio > 0.5 > 0.1 > at_1000.max_ratio
+    with pytest.raises(OracleMismatch, match="denoised"):
+        replay(U.comfyui_simple, "denoised", sd_case(T=1037, dtype=torch.float16), dtype="float16")
