@@ -3,6 +3,7 @@ two UIs are documented to (schedules, level offsets, knobs, dtypes), and conform
 ``adapters.k_diffusion``, gives them the verdicts that behaviour implies. Small example counts: seconds."""
 
 import dataclasses
+import inspect
 
 import numpy as np
 import pytest
@@ -18,6 +19,16 @@ from lcm_ref.testbed import ui_samplers as U
 
 #: diffusers' LCM-SD config (T = 1000, orig 50, scaling 10, epsilon)
 SD = LCMConfig()
+#: the ComfyUI-style sampler on an SD checkpoint (T = 1000; other T refused): where `simple` is exact
+COMFYUI_SD_SIMPLE = U.comfyui_lcm("simple", num_train_timesteps=1000)
+
+
+def judge(factory, concerns, **kw):
+    """conform with a handful of examples (seconds). Where conform has a minimum of judged examples per concern
+    (``min_judged``), these small runs ask for 1: they assert what the judged cases show, not coverage."""
+    if "min_judged" in inspect.signature(conform).parameters:
+        kw.setdefault("min_judged", 1)
+    return conform(factory, concerns=concerns, shrink=False, **kw)
 
 
 def told(ms, n, schedule):
@@ -104,6 +115,10 @@ def test_refusals_name_the_key():
     with pytest.raises(NotImplementedError, match="num_train_timesteps=1001"):
         U.a1111_model_sampling(SD.replace(num_train_timesteps=1001))
     U.comfyui_model_sampling(SD.replace(num_train_timesteps=1001, beta_schedule="linear"))   # accepted
+    with pytest.raises(NotImplementedError, match="num_train_timesteps=1001"):
+        COMFYUI_SD_SIMPLE(**SD.replace(num_train_timesteps=1001).to_dict())
+    with pytest.raises(ValueError, match="num_train_timesteps=10"):
+        U.comfyui_lcm("simple", num_train_timesteps=10)
     with pytest.raises(ValueError, match="schedule='karras'"):
         U.comfyui_lcm("karras")
 
@@ -163,7 +178,7 @@ def test_comfyui_without_wrap_model_names_the_hook():
 def test_conform_fails_comfyui_without_wrap_model():
     """Protects: a crash inside step is a failure, never 'unsupported'."""
     bare = k_diffusion(U.comfyui_sample_lcm, U.comfyui_model_sampling, sigmas=U.simple_sigmas)
-    rep = conform(bare, concerns=["denoised", "prev_sample"], examples=0, shrink=False)
+    rep = judge(bare, ["denoised", "prev_sample"], examples=0)
     assert verdicts(rep) == {"denoised": "fail", "prev_sample": "fail"}
     assert "AttributeError" in rep["denoised"].detail and "wrap_model" in rep["denoised"].detail
 
@@ -175,8 +190,8 @@ def test_conform_fails_comfyui_without_wrap_model():
 def test_conform_comfyui_simple_float32_passes():
     """Protects: ComfyUI simple at T = 1000 is diffusers' LCM in float32 (the VE c_skip is below one rounding at
     scaling 10): every applicable concern but config (which names its refusals) passes, on judged values."""
-    f = U.comfyui_simple
-    rep = conform(f, concerns=f.concerns, examples=3, shrink=False)
+    f = COMFYUI_SD_SIMPLE
+    rep = judge(f, f.concerns, examples=3)
     v = verdicts(rep)
     assert v.pop("config") == "unsupported" and any("timestep_scaling" in r for r in rep["config"].refused)
     assert set(v.values()) == {"pass"}, str(rep)
@@ -185,9 +200,8 @@ def test_conform_comfyui_simple_float32_passes():
 
 def test_conform_comfyui_float16_fails_dtype_only():
     """Protects: float16 latents: values within the float16 budget, the float32 output fails dtype alone."""
-    f = U.comfyui_simple
-    rep = conform(f, concerns=["timesteps", "denoised", "prev_sample", "final_step", "noise", "dtype"],
-                  dtype="float16", examples=2, shrink=False)
+    rep = judge(COMFYUI_SD_SIMPLE, ["timesteps", "denoised", "prev_sample", "final_step", "noise", "dtype"],
+                dtype="float16", examples=2)
     assert verdicts(rep) == {"timesteps": "pass", "denoised": "pass", "prev_sample": "pass", "final_step": "pass",
                              "noise": "pass", "dtype": "fail"}
     assert "float32" in rep["dtype"].detail
@@ -210,6 +224,14 @@ def test_comfyui_denoised_deviates_where_T_is_not_a_multiple_of_50(T):
         replay(U.comfyui_simple, "denoised", sd_case(T=T, n=4))
 
 
+@pytest.mark.xfail(reason="needs conform's support-aware drawing (T drawn where the sampler accepts it, multiples "
+                          "of 50 or not)", strict=False)
+def test_conform_comfyui_simple_any_T_fails_denoised():
+    """Protects: a conform run on ComfyUI simple with T from the config judges a T that is not a multiple of 50."""
+    rep = judge(U.comfyui_simple, ["denoised"], examples=10)
+    assert verdicts(rep) == {"denoised": "fail"}
+
+
 def test_comfyui_sgm_uniform_n5_fails_timesteps():
     """Protects: the n = 5 case fails timesteps, showing the told schedule against diffusers'."""
     with pytest.raises(OracleMismatch, match=r"\[999, 799, 599, 419, 219\], want \[999, 799, 599, 399, 199\]"):
@@ -220,7 +242,7 @@ def test_comfyui_sgm_uniform_n5_fails_timesteps():
                    strict=False)
 def test_conform_comfyui_sgm_uniform_fails_timesteps():
     """Protects: a conform run on sgm_uniform judges enough n to fail timesteps."""
-    rep = conform(U.comfyui_sgm_uniform, concerns=["timesteps"], examples=10, shrink=False)
+    rep = judge(U.comfyui_sgm_uniform, ["timesteps"], examples=10)
     assert verdicts(rep) == {"timesteps": "fail"}
 
 
@@ -229,7 +251,7 @@ def test_conform_comfyui_sgm_uniform_fails_on_its_noise_levels():
     prev_sample fail, with evidence from an interpolated level (never from t = 999, where it is exact); the
     last step and the noise are right."""
     f = U.comfyui_sgm_uniform
-    rep = conform(f, concerns=["denoised", "prev_sample", "final_step", "noise"], examples=2, shrink=False)
+    rep = judge(f, ["denoised", "prev_sample", "final_step", "noise"], examples=2)
     assert verdicts(rep) == {"denoised": "fail", "prev_sample": "fail", "final_step": "pass", "noise": "pass"}
     assert "t=999)" not in rep["denoised"].worst["where"]
     assert "-> 759" in rep["prev_sample"].worst["where"]        # re-noised to the −2.1 % level
@@ -253,7 +275,7 @@ def test_conform_a1111_verdicts():
     interpolated levels (evidence at t = 679 or 339, never at 999 or 19 where it is exact); final_step, noise and
     float32 dtype pass."""
     f = U.a1111_automatic
-    rep = conform(f, concerns=f.concerns, examples=2, shrink=False)
+    rep = judge(f, f.concerns, examples=2)
     assert verdicts(rep) == {"config": "unsupported", "timesteps": "fail", "denoised": "fail", "prev_sample": "fail",
                              "final_step": "pass", "noise": "pass", "dtype": "pass"}
     assert "[999, 679, 339, 19]" in rep["timesteps"].detail

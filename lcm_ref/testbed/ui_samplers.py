@@ -31,7 +31,8 @@ Where they differ:
   each mapped to σ by interpolation (n = 4 tells the model 999 679 339 19; the last step is always t = 19).
 
 Factories (importable, for ``lcm-ref conform``): ``comfyui_simple``, ``comfyui_sgm_uniform``, ``a1111_automatic``;
-``comfyui_lcm(schedule)`` and ``a1111_lcm()`` build them. Each carries ``concerns`` (``UI_CONCERNS``).
+``comfyui_lcm(schedule, num_train_timesteps=None)`` and ``a1111_lcm()`` build them (``num_train_timesteps=1000``:
+one SD checkpoint's T, others refused). Each carries ``concerns`` (``UI_CONCERNS``).
 """
 
 from __future__ import annotations
@@ -157,9 +158,10 @@ class DistilledModelSampling:
         return latent + sigma * noise
 
 
-def comfyui_model_sampling(config) -> DistilledModelSampling:
-    """``model_sampling`` for ``k_diffusion``: ComfyUI's (any T ≥ 50 from the config)."""
-    return DistilledModelSampling(config, who="ComfyUI LCM model sampling")
+def comfyui_model_sampling(config, *, num_train_timesteps=None) -> DistilledModelSampling:
+    """``model_sampling`` for ``k_diffusion``: ComfyUI's (any T ≥ 50 from the config; ``num_train_timesteps``: the
+    one T a given checkpoint has, others refused)."""
+    return DistilledModelSampling(config, who="ComfyUI LCM model sampling", only_T=num_train_timesteps)
 
 
 def a1111_model_sampling(config) -> DistilledModelSampling:
@@ -226,12 +228,23 @@ def a1111_automatic_sigmas(ms: DistilledModelSampling, n) -> np.ndarray:
 _COMFYUI_SCHEDULES = {"simple": simple_sigmas, "sgm_uniform": sgm_uniform_sigmas}
 
 
-def comfyui_lcm(schedule: str = "simple"):
-    """``k_diffusion`` factory of the ComfyUI-style sampler on its ``schedule`` ("simple" or "sgm_uniform")."""
+def comfyui_lcm(schedule: str = "simple", num_train_timesteps=None):
+    """``k_diffusion`` factory of the ComfyUI-style sampler on its ``schedule`` ("simple" or "sgm_uniform").
+    ``num_train_timesteps``: None takes T from each config (as ComfyUI takes it from the model's); a number stands
+    for one checkpoint's T (1000 for SD 1.x/SDXL) and refuses the others."""
     if schedule not in _COMFYUI_SCHEDULES:
         raise ValueError(f"schedule={schedule!r}: one of {sorted(_COMFYUI_SCHEDULES)} is allowed")
-    return k_diffusion(comfyui_sample_lcm, comfyui_model_sampling, sigmas=_COMFYUI_SCHEDULES[schedule],
-                       wrap_model=comfyui_model, concerns=UI_CONCERNS, name=f"comfyui_lcm({schedule!r})")
+    if num_train_timesteps is not None and (isinstance(num_train_timesteps, bool) or not isinstance(
+            num_train_timesteps, (int, np.integer)) or num_train_timesteps < ORIGINAL_STEPS):
+        raise ValueError(f"num_train_timesteps={num_train_timesteps!r}: None or an integer >= {ORIGINAL_STEPS} "
+                         "is allowed")
+
+    def model_sampling(config):
+        return comfyui_model_sampling(config, num_train_timesteps=num_train_timesteps)
+
+    suffix = "" if num_train_timesteps is None else f", num_train_timesteps={num_train_timesteps}"
+    return k_diffusion(comfyui_sample_lcm, model_sampling, sigmas=_COMFYUI_SCHEDULES[schedule],
+                       wrap_model=comfyui_model, concerns=UI_CONCERNS, name=f"comfyui_lcm({schedule!r}{suffix})")
 
 
 def a1111_lcm():
@@ -240,6 +253,13 @@ def a1111_lcm():
                        name="a1111_lcm()")
 
 
-comfyui_simple = comfyui_lcm("simple")
-comfyui_sgm_uniform = comfyui_lcm("sgm_uniform")
-a1111_automatic = a1111_lcm()
+def _importable(factory, name: str):
+    """``factory`` named as this module's attribute ``name``, so that conform's reports and replay snippets name it
+    (``lcm_ref.testbed.ui_samplers:name``)."""
+    factory.__module__, factory.__qualname__ = __name__, name
+    return factory
+
+
+comfyui_simple = _importable(comfyui_lcm("simple"), "comfyui_simple")
+comfyui_sgm_uniform = _importable(comfyui_lcm("sgm_uniform"), "comfyui_sgm_uniform")
+a1111_automatic = _importable(a1111_lcm(), "a1111_automatic")
