@@ -11,6 +11,7 @@ import torch
 
 from lcm_ref import LCMConfig
 from lcm_ref import reference as ref
+from lcm_ref.errors import LCMRefError
 from lcm_ref.oracle import OracleMismatch
 from lcm_ref.oracle.adapters import KDIFFUSION_OWN_SCHEDULE_CONCERNS, diffusers_noise, k_diffusion
 from lcm_ref.oracle.check import canonical_cases
@@ -65,7 +66,8 @@ def test_comfyui_sgm_uniform_schedule():
     ms = U.comfyui_model_sampling(SD)
     assert told(ms, 5, U.sgm_uniform_sigmas) == [999, 799, 599, 419, 219]
     assert ref.set_timesteps(SD, 5).timesteps.tolist() == [999, 799, 599, 399, 199]
-    differs = {n for n in range(1, 51) if told(ms, n, U.sgm_uniform_sigmas) != ref.set_timesteps(SD, n).timesteps.tolist()}
+    differs = {n for n in range(1, 51)
+               if told(ms, n, U.sgm_uniform_sigmas) != ref.set_timesteps(SD, n).timesteps.tolist()}
     documented = {5, 10, 13, 14, 15, *range(17, 24), *range(25, 33), *range(34, 48), 50}
     assert differs == documented
 
@@ -117,9 +119,9 @@ def test_refusals_name_the_key():
     U.comfyui_model_sampling(SD.replace(num_train_timesteps=1001, beta_schedule="linear"))   # accepted
     with pytest.raises(NotImplementedError, match="num_train_timesteps=1001"):
         COMFYUI_SD_SIMPLE(**SD.replace(num_train_timesteps=1001).to_dict())
-    with pytest.raises(ValueError, match="num_train_timesteps=10"):
+    with pytest.raises(LCMRefError, match="num_train_timesteps=10"):
         U.comfyui_lcm("simple", num_train_timesteps=10)
-    with pytest.raises(ValueError, match="schedule='karras'"):
+    with pytest.raises(LCMRefError, match="schedule='karras'"):
         U.comfyui_lcm("karras")
 
 

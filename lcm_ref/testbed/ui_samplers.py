@@ -42,6 +42,7 @@ import torch
 
 from .. import reference as ref
 from ..config import LCMConfig
+from ..errors import LCMRefError
 from ..oracle.adapters import KDIFFUSION_OWN_SCHEDULE_CONCERNS, comfyui_model, k_diffusion
 from .ksamplers import lcm_loop
 
@@ -198,7 +199,7 @@ def a1111_sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=N
 
 def _count(n) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"num_inference_steps={n!r}: an integer >= 1 is allowed")
+        raise LCMRefError("num_inference_steps", n, "an integer >= 1")
     return int(n)
 
 
@@ -233,11 +234,10 @@ def comfyui_lcm(schedule: str = "simple", num_train_timesteps=None):
     ``num_train_timesteps``: None takes T from each config (as ComfyUI takes it from the model's); a number stands
     for one checkpoint's T (1000 for SD 1.x/SDXL) and refuses the others."""
     if schedule not in _COMFYUI_SCHEDULES:
-        raise ValueError(f"schedule={schedule!r}: one of {sorted(_COMFYUI_SCHEDULES)} is allowed")
+        raise LCMRefError("schedule", schedule, f"one of {sorted(_COMFYUI_SCHEDULES)}")
     if num_train_timesteps is not None and (isinstance(num_train_timesteps, bool) or not isinstance(
             num_train_timesteps, (int, np.integer)) or num_train_timesteps < ORIGINAL_STEPS):
-        raise ValueError(f"num_train_timesteps={num_train_timesteps!r}: None or an integer >= {ORIGINAL_STEPS} "
-                         "is allowed")
+        raise LCMRefError("num_train_timesteps", num_train_timesteps, f"None or an integer >= {ORIGINAL_STEPS}")
 
     def model_sampling(config):
         return comfyui_model_sampling(config, num_train_timesteps=num_train_timesteps)
