@@ -336,3 +336,13 @@ def test_k_diffusion_wrap_model_hands_the_sampler_its_return_value():
     assert factory.concerns == KDIFFUSION_CONCERNS
     assert k_diffusion(needs_tag, lcm_model_sampling("vp"), sigmas=lambda ms, n: [1.0, 0.0]).concerns == \
         adapters.KDIFFUSION_OWN_SCHEDULE_CONCERNS
+
+
+def test_comfyui_model_paths():
+    """Protects: comfyui_model calls through to the facade's model and exposes the model sampling on the paths
+    ComfyUI's samplers read."""
+    ms = object()
+    wrapped = adapters.comfyui_model(lambda x, sigma, **extra: x * sigma, ms)
+    assert wrapped(torch.ones(2), torch.tensor(3.0)).tolist() == [3.0, 3.0]
+    assert wrapped.inner_model.model_patcher.get_model_object("model_sampling") is ms
+    assert wrapped.inner_model.model_sampling is ms and wrapped.inner_model.inner_model.model_sampling is ms

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from types import SimpleNamespace
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -597,12 +598,14 @@ class _ComfyInner:
     def __init__(self, model_sampling):
         self.model_patcher = _ComfyPatcher(model_sampling)
         self.model_sampling = model_sampling
+        self.inner_model = SimpleNamespace(model_sampling=model_sampling)     # the path of older releases
 
 
 class ComfyUIModel:
     """What ComfyUI hands its samplers as ``model``, reduced to what an LCM sampler uses: callable as
     ``model(x, sigma, **extra) -> denoised``, with ``inner_model.model_patcher.get_model_object("model_sampling")``
-    (and ``inner_model.model_sampling``) giving the model-sampling object. Built by ``comfyui_model``."""
+    (and ``inner_model.model_sampling``, ``inner_model.inner_model.model_sampling``) giving the model-sampling
+    object. Built by ``comfyui_model``."""
 
     def __init__(self, model, model_sampling):
         self._model = model
