@@ -1,11 +1,12 @@
 """``lcm-ref conform IMPL``: every conformance concern of a scheduler, each judged on its own
-(``lcm_ref.oracle.conform``), from the shell. Exit status: 0 when no concern fails, 1 when one does, 2 on a usage
-error (an IMPL that cannot be imported, a factory that does not build a scheduler, a bad option)."""
+(``lcm_ref.oracle.conform``), from the shell. Exit status: 0 PASS (no concern fails, none inconclusive), 1 FAIL
+(a concern fails), 2 a usage error (an IMPL that cannot be imported, a factory that does not build a scheduler, a
+bad option), 3 INCOMPLETE (nothing fails, but something could not be judged on enough examples; 0 with
+--allow-incomplete)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..errors import LCMRefError
@@ -19,9 +20,18 @@ EPILOG = """examples:
 IMPL is module:attr, imported from the current directory first (as pytest does). The attribute is a class or
 function that builds a scheduler from diffusers' LCMScheduler config keywords: IMPL(**config).
 
-verdicts: pass; fail (with the smallest failing case, got / want, the scaled error against the budget, a likely
-cause and a replay(...) snippet); unsupported (your scheduler refuses a config key or value, a keyword or a
-method); not_observable (it does not expose the quantity, e.g. no denoised in the step output).
+verdicts, each with its evidence (judged: examples compared with the reference / examples run):
+  pass            at least the concern's minimum of judged examples (--min-judged), none failing
+  fail            with the smallest failing case, got / want, the scaled error against the budget, a likely
+                  cause and a replay(...) snippet; an exception from step, add_noise or get_velocity on a config
+                  your scheduler accepted is a fail, with its traceback
+  inconclusive    nothing failed, but fewer examples than the minimum could be judged (the reason is shown)
+  unsupported     your scheduler refuses, on purpose, what the concern needs (NotImplementedError, a keyword or
+                  value refused by the constructor or set_timesteps, a missing method)
+  not_observable  it does not expose the quantity (e.g. no denoised in the step output)
+run: PASS (exit 0), FAIL (exit 1), INCOMPLETE (exit 3: nothing fails, something was not judged; see the
+INCOMPLETE lines), usage error (exit 2). An adapter's factory that lists its applicable concerns
+(factory.concerns) is judged on those by default.
 docs/design.md §9 explains every concern."""
 
 
@@ -46,6 +56,11 @@ def configure_parser(parser):
                              "diffusers mishandles must raise a ValueError naming the parameter")
     parser.add_argument("--concerns", default=None, metavar="A,B",
                         help="comma-separated concerns to check (default all): " + ",".join(CONCERNS))
+    parser.add_argument("--min-judged", type=int, default=None, metavar="N",
+                        help="judged examples every concern needs to pass (default: each concern's own minimum, "
+                             "docs/design.md §9.1)")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="exit 0 instead of 3 when nothing fails but something could not be judged")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                         help=f"a case that runs longer fails its concern (default {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--no-shrink", action="store_true",
@@ -57,13 +72,9 @@ def configure_parser(parser):
 
 def main(args) -> int:
     from ..numerics import write_atomic
-    from ..oracle.check import load_factory
+    from ..oracle import load_factory
     from ..oracle.conform import conform
 
-    # module:attr resolves against the current directory first, as pytest's rootdir does
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
     try:
         factory = load_factory(args.impl)
     except LCMRefError as e:
@@ -73,10 +84,13 @@ def main(args) -> int:
         print(f"lcm-ref conform: cannot import IMPL {args.impl!r}: importing it raises {type(e).__name__}: {e}",
               file=sys.stderr)
         return 2
+    concerns = args.concerns
+    if concerns is None and getattr(factory, "concerns", None):
+        concerns = list(factory.concerns)          # an adapter's applicable concerns
     try:
         report = conform(factory, dtype=args.dtype, device=args.device, examples=args.examples, tables=args.tables,
-                         profile=args.profile, concerns=args.concerns, timeout_s=args.timeout, impl=args.impl,
-                         shrink=not args.no_shrink)
+                         profile=args.profile, concerns=concerns, timeout_s=args.timeout, impl=args.impl,
+                         shrink=not args.no_shrink, min_judged=args.min_judged)
     except LCMRefError as e:
         print(f"lcm-ref conform: {e}", file=sys.stderr)
         return 2
@@ -85,4 +99,6 @@ def main(args) -> int:
         if path:
             write_atomic(path, text())
             print(f"wrote {path}")
-    return 0 if report.ok else 1
+    if report.status == "INCOMPLETE" and args.allow_incomplete:
+        return 0
+    return report.exit_code

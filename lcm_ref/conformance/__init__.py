@@ -3,8 +3,10 @@ interface against ``lcm_ref.reference``: one test per conformance concern (``lcm
 docs/design.md §9.2), each run through ``conform(..., concerns=[name])``, plus the golden vectors.
 
 A concern that fails fails its test (the message is the concern's report: the smallest failing case, got / want,
-the scaled error against the budget, a likely cause and a ``replay(...)`` snippet); ``unsupported`` and
-``not_observable`` concerns are skipped with the reason.
+the scaled error against the budget, a likely cause and a ``replay(...)`` snippet); so does an ``inconclusive``
+one (fewer judged examples than its minimum); ``unsupported`` and ``not_observable`` concerns are skipped with the
+reason, and ``test_step_judged`` fails unless at least one step concern passed, so the suite is never green when
+nothing was judged.
 
 Options: environment variables, or the same as pytest options (registered by the ``lcm_ref_conformance`` pytest
 plugin that installing lcm_ref adds; ``-p lcm_ref.conformance.options`` where it is not installed):

@@ -71,7 +71,7 @@ from ..numerics import to_f64, torch_dtype, unit_roundoff
 
 __all__ = ["U", "U_TABLE", "EPS32", "EPS64", "TABLES", "compound", "sqrt_err", "linspace_abs_err", "betas_rel_err",
            "table_unit_roundoff", "table_error_bound", "coefficient_errors", "step_bound", "scaled_step_bound",
-           "forward_bound", "alphas_cumprod_bound", "scalings_bound", "overflow_threshold"]
+           "forward_bound", "alphas_cumprod_bound", "scalings_bound", "overflow_threshold", "renoise_bound"]
 
 U = 2.0 ** -24          # float32 unit roundoff
 #: unit roundoff of the float32 tables diffusers' interface stores (point 1): the default table precision
@@ -356,6 +356,22 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
     return _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den, bound_prev, tables)
 
 
+def renoise_bound(cfg: LCMConfig, denoised, noise, t_prev, *, dtype=torch.float32, tables="float32"):
+    """The largest |prev − (c·D + d·z)| admitted for re-noising a given denoised D (the implementation's own) with
+    z, c = √ᾱ_prev, d = √(1 − ᾱ_prev) correctly rounded: point 5 with D's own magnitude in place of the exact
+    denoised's, c·|D|·ρ_c + d·|z|·ρ_d + γ(3)·(c·|D| + d·|z|) + 3η(D), plus the reference's own error on c and d
+    (REF_OWN relative). Sized on D itself, so a wrong denoised re-noised correctly stays within it: an error of
+    denoised is judged once, in concern denoised (docs/design.md §9.1)."""
+    u = _u(dtype)
+    D, z = np.abs(to_f64(denoised)), np.abs(to_f64(noise))
+    c, d = ref.noise_coefficients(cfg, t_prev)
+    rho_c, rho_d = _renoise_errors(cfg, t_prev, dtype, tables)
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = c * D + d * z
+        bound = c * D * rho_c + d * z * rho_d + (_gamma(3, u) + REF_OWN) * terms + 3 * _eta(dtype)
+    return _finite_or_inf(bound)
+
+
 def overflow_threshold(dtype) -> float:
     """The smallest magnitude that rounds to ±inf in ``dtype``: the largest finite value plus half its ulp (65520 in
     float16): with fi.max = (2 − eps)·2^emax, half an ulp there is eps·2^emax/2 = eps·fi.max/(2(2 − eps))."""
@@ -467,7 +483,6 @@ def scaled_step_bound(cfg, model_output, timestep, sample, *, schedule, step_ind
         k_prev = np.maximum(compound(k_den, c_a, U, U), compound(c_b, U, U))
     own = REF_OWN / EPS32
     return k_prev / EPS32 + own, k_den / EPS32 + own
-
 
 
 def _threshold_err(cfg, model_output, t, sample, e_x0):

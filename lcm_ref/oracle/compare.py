@@ -27,6 +27,9 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import os
+import re
+import sys
 from typing import Optional
 
 import numpy as np
@@ -239,6 +242,49 @@ def step_outputs(out):
     if isinstance(out, (tuple, list)):
         return (out[0] if len(out) else None), (out[1] if len(out) > 1 else None)
     return getattr(out, "prev_sample", None), getattr(out, "denoised", None)
+
+
+_NUMBER_RUN = re.compile(r"[\[(]\s*(?:[-+0-9.eEinfa]+\s*,\s*){8,}[-+0-9.eEinfa]+\s*,?\s*[\])]")
+
+
+def abbreviate(value, limit: int = 240) -> str:
+    """``value`` (any object, or a message that quotes one) as text of at most about ``limit`` characters: a run of
+    more than 8 numbers in brackets — a 1,000-entry ``trained_betas`` quoted in an error message — becomes its first
+    three and its count, ``[0.0001, 0.000102, 0.000104, … 1000 values]``, and whatever is still longer is cut with
+    ``…``."""
+    if isinstance(value, (list, tuple, np.ndarray)) and len(value) > 8:
+        head = ", ".join(f"{float(v):.6g}" if isinstance(v, (float, np.floating)) else repr(v) for v in list(value)[:3])
+        text = f"[{head}, … {len(value)} values]"
+    else:
+        text = value if isinstance(value, str) else repr(value)
+
+        def short(m):
+            items = [v.strip() for v in m.group(0)[1:-1].split(",") if v.strip()]
+            return f"{m.group(0)[0]}{', '.join(items[:3])}, … {len(items)} values{m.group(0)[-1]}"
+        text = _NUMBER_RUN.sub(short, text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_factory(path: str):
+    """``module:attr`` (or ``module.attr``) -> the object, imported from the current directory first (as pytest's
+    rootdir does: a port next to the user's shell is found without installing it); a clear LCMRefError if it cannot
+    be imported."""
+    if ":" in path:
+        mod, _, attr = path.partition(":")
+    else:
+        mod, _, attr = path.rpartition(".")
+    if not mod or not attr:
+        raise LCMRefError("impl", path, "module:attr, e.g. diffusers:LCMScheduler")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        obj = importlib.import_module(mod)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise LCMRefError("impl", path, "an importable module:attr", detail=str(e)) from None
+    return obj
 
 
 def impl_path(factory) -> Optional[str]:

@@ -41,7 +41,7 @@ def check_vectors(impl=None, directory=None, *, dtype=torch.float64, quirks=Fals
     ``lcm_ref.oracle``'s budget for ``dtype``). Cases flagged Quirk* are skipped for an implementation unless
     ``quirks``; TimestepsTest cases of the other profile are skipped. Returns {"checked", "skipped",
     "failures": [...]}; raises ``VectorFileError`` for a corrupt file."""
-    from ..check import load_factory
+    from ..compare import load_factory
 
     directory = Path(directory) if directory is not None else VECTOR_DIR
     factory = load_factory(impl) if isinstance(impl, str) else impl
