@@ -74,13 +74,14 @@ __all__ = ["StepOutput", "diffusers_compat", "CompatFactory", "port", "PortFacto
 #: every concern (``lcm_ref.oracle.conform.CONCERNS``; repeated here so that this module does not import conform)
 ALL_CONCERNS = ("config", "timesteps", "original_inference_steps", "strength", "custom_timesteps", "tables",
                 "denoised", "prev_sample", "final_step", "noise", "dtype", "clip_threshold", "add_noise",
-                "get_velocity", "previous_timestep", "errors", "state")
+                "get_velocity", "previous_timestep", "errors", "state", "interface")
 
 #: What a k-diffusion-style sampler can be judged on through ``k_diffusion``: the schedule the model sees
 #: (``model_sampling.timestep`` of each σ), each step's denoised and re-noising, the final step, the noise it
 #: takes from the noise sampler, output dtype, clip/threshold where the model sampling does them. Not applicable:
 #: ``tables`` (no ᾱ/c_skip/c_out interface), ``add_noise``/``get_velocity`` (not part of a sampler),
-#: ``previous_timestep``, ``errors`` and ``state`` (they would judge the facade's own bookkeeping, not the port).
+#: ``previous_timestep``, ``errors``, ``state`` and ``interface`` (they would judge the facade's own bookkeeping and
+#: attributes, not the port).
 KDIFFUSION_CONCERNS = ("config", "timesteps", "original_inference_steps", "strength", "custom_timesteps",
                        "denoised", "prev_sample", "final_step", "noise", "dtype", "clip_threshold")
 
@@ -447,8 +448,13 @@ class KDiffusionScheduler:
         f = self._factory
         device = torch.device(device) if device is not None else torch.device("cpu")
         if f.sigmas is not None:
-            if original_inference_steps is not None or timesteps is not None or strength != 1.0:
-                raise NotImplementedError(f"the sigma schedule {f.sigmas!r} takes only num_inference_steps")
+            asked = {k: v for k, v in (("original_inference_steps", original_inference_steps),
+                                       ("timesteps", timesteps), ("strength", strength))
+                     if v is not None and not (k == "strength" and v == 1.0)}
+            if asked:
+                schedule = getattr(f.sigmas, "__qualname__", type(f.sigmas).__name__)
+                raise NotImplementedError(f"the sampler's own sigma schedule ({schedule}) takes num_inference_steps "
+                                          f"alone: {', '.join(asked)} cannot be passed")
             sig = np.asarray(f.sigmas(self.model_sampling, num_inference_steps), dtype=np.float64)
             if sig[-1] != 0:
                 sig = np.append(sig, 0.0)
@@ -510,12 +516,13 @@ class KDiffusionScheduler:
             out = self._factory.sampler(handed, x_ve, sigmas, extra_args={}, callback=callback, disable=True,
                                         noise_sampler=noise_sampler)
         except AttributeError as exc:
-            if wrap is not None or "object has no attribute" not in str(exc):
-                raise
-            # still an AttributeError raised inside step (a crash, not a refusal), with the way out named
-            raise AttributeError(f"{exc} (the sampler reaches into its model object, which is a bare function "
-                                 "here: pass k_diffusion(..., wrap_model=...) to hand it the object it expects; "
-                                 "adapters.comfyui_model for ComfyUI's sample_lcm)") from exc
+            if wrap is None and "object has no attribute" in str(exc) and len(exc.args) == 1:
+                # the same AttributeError, its traceback kept (a crash inside step, not a refusal), with the way
+                # out named in its message
+                exc.args = (f"{exc.args[0]} (the sampler reaches into its model object, which is a bare function "
+                            "here: pass k_diffusion(..., wrap_model=...) to hand it the object it expects; "
+                            "adapters.comfyui_model for ComfyUI's sample_lcm)",)
+            raise
         self._index.step_index = i + 1
         if not isinstance(out, torch.Tensor):
             return StepOutput(out, seen.get("denoised"))
