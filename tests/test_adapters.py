@@ -60,7 +60,7 @@ def test_tcd_second_output_is_not_denoised():
     gen = torch.Generator().manual_seed(0)
     out = sched.step(torch.zeros(1, 4), sched.timesteps[0], torch.ones(1, 4), generator=gen)
     assert out.denoised is None and out.prev_sample.shape == (1, 4)
-    assert factory.concerns == TCD_CONCERNS and "denoised" not in factory.concerns
+    assert factory.concerns == TCD_CONCERNS and "denoised" not in factory.concerns and "interface" not in TCD_CONCERNS
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -101,6 +101,8 @@ TCD_NOT_APPLICABLE = {
     "prev_sample": "TCD re-noises from the intermediate s = floor((1 − η)·t_prev) with DDIM coefficients, by design",
     "final_step": "TCD's last step returns x_s at s = 0 (√ᾱ₀·x0 + √(1 − ᾱ₀)·ε), not x0, by design",
     "clip_threshold": "judged on LCM's denoised, which TCD does not compute",
+    "interface": "TCD's step returns (prev_sample, pred_noised_sample), not LCMSchedulerOutput's (prev_sample, "
+                 "denoised) that the interface concern requires",
 }
 TCD_CONCERNS = tuple(c for c in ALL_CONCERNS if c not in TCD_NOT_APPLICABLE)
 
