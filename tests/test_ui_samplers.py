@@ -308,10 +308,11 @@ def test_told_timesteps_agree_with_the_float32_emulation_off_ties(schedule):
 
 
 def test_comfyui_T_offsets_in_float16():
-    """Protects the documented float16 picture: one step of offset (T = 1001) stays inside the float16 budget,
-    though visibly (over half of it at n = 4, against ≤ 0.06 at T = 1000), while 37 steps (T = 1037) fail."""
+    """Protects the float16 picture docs/design.md §9.4 quotes: one step of offset (T = 1001) stays inside the
+    float16 budget at 0.91 of it (n = 4; 0.05 at T = 1000), while 37 steps (T = 1037) fail."""
     at_1001 = replay(U.comfyui_simple, "denoised", sd_case(T=1001, dtype=torch.float16), dtype="float16")
     at_1000 = replay(U.comfyui_simple, "denoised", sd_case(T=1000, dtype=torch.float16), dtype="float16")
-    assert at_1001.verdict == "pass" and at_1001.max_ratio > 0.5 > 0.1 > at_1000.max_ratio
+    assert at_1001.verdict == at_1000.verdict == "pass"
+    assert (round(at_1001.max_ratio, 2), round(at_1000.max_ratio, 2)) == (0.91, 0.05)
     with pytest.raises(OracleMismatch, match="denoised"):
         replay(U.comfyui_simple, "denoised", sd_case(T=1037, dtype=torch.float16), dtype="float16")
