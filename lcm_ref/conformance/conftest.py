@@ -26,13 +26,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def impl(pytestconfig):
     """The implementation under test: (module:attr, factory)."""
-    import os
-    import sys
+    from lcm_ref.oracle import load_factory      # module:attr from the current directory first, as the CLI
 
-    from lcm_ref.oracle import load_factory
-
-    if os.getcwd() not in sys.path:             # module:attr from the current directory, as the CLI does
-        sys.path.insert(0, os.getcwd())
     path = option(pytestconfig, "impl")
     return path, load_factory(path)
 
@@ -40,5 +35,7 @@ def impl(pytestconfig):
 @pytest.fixture(scope="session")
 def settings(pytestconfig):
     examples = option(pytestconfig, "examples")
+    min_judged = option(pytestconfig, "min_judged")
     return dict(device=option(pytestconfig, "device"), profile=option(pytestconfig, "profile"),
-                tables=option(pytestconfig, "tables"), examples=int(examples) if examples else None)
+                tables=option(pytestconfig, "tables"), examples=int(examples) if examples else None,
+                min_judged=int(min_judged) if min_judged else None)

@@ -187,6 +187,9 @@ def probe(factory: Callable, refusal: Callable, *, device="cpu", dtype=torch.flo
     sup = Support()
     default = LCMConfig().to_dict()
 
+    step_probe = [True]          # off when the default config's own step is refused: a step refusal then says
+                                 # nothing about a config (the step concerns report it)
+
     def attempt(config: dict, keys) -> Optional[str]:
         """None if accepted (or crashing: a crash stays in the region), else the refusal."""
         sched, exc = call(lambda: factory(**config))
@@ -196,7 +199,7 @@ def probe(factory: Callable, refusal: Callable, *, device="cpu", dtype=torch.flo
         if exc is None:
             x = torch.zeros((1, 2), dtype=dtype, device=device)
             _, exc = call(lambda: sched.step(x, sched.timesteps[0], x, generator=torch.Generator(device).manual_seed(0)))
-            if exc is not None and isinstance(exc, NotImplementedError):
+            if step_probe[0] and isinstance(exc, NotImplementedError):
                 return f"{type(exc).__name__}: {exc}"
         elif refusal(exc, keys):
             return f"{type(exc).__name__}: {exc}"
@@ -204,6 +207,9 @@ def probe(factory: Callable, refusal: Callable, *, device="cpu", dtype=torch.flo
 
     with quiet():
         why = attempt(default, tuple(default))
+        if why is not None and why.startswith("NotImplementedError") and call(lambda: factory(**default))[1] is None:
+            step_probe[0] = False                   # the constructor accepts it; only its step refuses
+            why = attempt(default, tuple(default))
         if why is not None:
             sup.default = why
             return sup
