@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 from hypothesis import strategies as st
 
+from ..config import LCMConfig
 from ..numerics import dtype_name, torch_dtype
 from . import strategies as lst
 
@@ -166,6 +167,14 @@ def canonical_for(concern, dtype):
         if concern == "tables":
             case.extra = {"probes": []}
         out.append((f"canonical {k}: {comment}", case))
+    if concern == "timesteps":
+        # every n of the default config's grid: a selection that differs at some n only (a σ schedule such as
+        # sgm_uniform, n = 5, 10, 13–15, …) is found at its smallest n, whatever hypothesis draws
+        _, template = canonical_cases(dtype)[0]
+        for n in range(1, LCMConfig().original_inference_steps + 1):
+            out.append((f"canonical n-sweep: set_timesteps({n}) on the default config",
+                        dataclasses.replace(template, config={}, request=dict(template.request,
+                                                                               num_inference_steps=n))))
     return out
 
 

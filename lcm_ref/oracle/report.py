@@ -104,6 +104,8 @@ class ConformanceReport:
 
     def incomplete_reasons(self) -> list:
         """Why the run is not PASS although no concern fails (empty when it is PASS or FAIL)."""
+        if any(c.verdict == "fail" for c in self.concerns):
+            return []
         out = [f"{c.concern}: {c.reason}" for c in self.concerns if c.verdict == "inconclusive"]
         if not any(c.verdict == "pass" for c in self.concerns):
             out.append("no concern passed: nothing was judged")

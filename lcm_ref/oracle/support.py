@@ -175,8 +175,6 @@ def _spec_for(key, value) -> dict:
     spec = {key: value}
     if key == "clip_sample":
         spec["clip_sample_range"] = 2.5
-    if key == "rescale_betas_zero_snr":
-        spec["prediction_type"] = "v_prediction"     # epsilon divides by ᾱ[T−1] = 0 (quirk 3)
     return spec
 
 
@@ -216,6 +214,15 @@ def probe(factory: Callable, refusal: Callable, *, device="cpu", dtype=torch.flo
         for key, values in CANDIDATES.items():
             for value in values:
                 spec = _spec_for(key, value)
+                if key == "rescale_betas_zero_snr":
+                    # zero-SNR goes with v or sample prediction (epsilon divides by ᾱ[T−1] = 0, quirk 3)
+                    preds = [v for v in sup.accepted.get("prediction_type", {}).values()]
+                    if not preds:
+                        sup.refused.setdefault(key, {})[repr(value)] = (
+                            "not probed: zero-SNR needs v_prediction or sample prediction (epsilon divides by "
+                            "ᾱ[T−1] = 0), and both are refused")
+                        continue
+                    spec["prediction_type"] = preds[0]
                 why = attempt(lst.build_config(spec).to_dict(), tuple(spec))
                 bucket = sup.accepted if why is None else sup.refused
                 bucket.setdefault(key, {})[repr(value)] = value if why is None else why
