@@ -5,7 +5,6 @@ error (an IMPL that cannot be imported, a factory that does not build a schedule
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..errors import LCMRefError
@@ -58,12 +57,10 @@ def configure_parser(parser):
 def main(args) -> int:
     from ..numerics import write_atomic
     from ..oracle.check import load_factory
+    from ..oracle.compare import cwd_importable
     from ..oracle.conform import conform
 
-    # module:attr resolves against the current directory first, as pytest's rootdir does
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+    cwd_importable()          # module:attr resolves against the current directory first
     try:
         factory = load_factory(args.impl)
     except LCMRefError as e:

@@ -27,6 +27,8 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import os
+import sys
 from typing import Optional
 
 import numpy as np
@@ -37,7 +39,7 @@ from ..errors import LCMRefError, StrictError
 from ..numerics import dtype_name, eps, to_f64
 
 __all__ = ["hypothesis_seed", "source_independent_draws", "round_to", "accepted_interval", "Comparison", "compare_values", "call",
-           "exceptions_match", "step_outputs", "impl_path"]
+           "exceptions_match", "step_outputs", "impl_path", "cwd_importable"]
 
 #: binary formats below float64: (significand bits p with the implicit bit, smallest normal exponent, largest
 #: finite value). bfloat16 has float32's exponent range and 8 significand bits.
@@ -256,3 +258,12 @@ def impl_path(factory) -> Optional[str]:
         except Exception:  # noqa: BLE001 - not importable under its name: no path
             pass
     return None
+
+
+def cwd_importable() -> None:
+    """Let ``module:attr`` resolve against the current directory first, as pytest's rootdir does: the CLI commands
+    that import an implementation (``lcm-ref conform``, ``lcm-ref vectors check --impl``) call this before importing.
+    An interpreter started with ``python -m`` or an empty entry already has it ("" on sys.path)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)

@@ -16,6 +16,7 @@ from ...errors import quiet as quiet_warnings
 from ...numerics import write_atomic
 from . import catalogue as cat
 from . import budgets
+from .judge import OUTPUTS_SCHEMA, outputs_schema
 from .format import (FORMAT_VERSION, SCHEMA, encode_config, encode_request, error_category, header, hex_float,
                      hex_floats, hex_short, notes_for, schema, to_text)
 
@@ -225,11 +226,12 @@ def generate() -> dict:
 
 
 def write(out_dir=DEFAULT_OUT) -> list:
-    """Generate every vector file, and the schema, into ``out_dir`` (default ``./lcm_vectors``, relative to the
+    """Generate every vector file, its schema and the outputs schema of ``judge``, into ``out_dir`` (default ``./lcm_vectors``, relative to the
     current directory), each written atomically. Returns the paths written."""
     out = Path(out_dir)
     texts = {name: to_text(doc) + "\n" for name, doc in generate().items()}
     texts[SCHEMA] = to_text(schema()) + "\n"
+    texts[OUTPUTS_SCHEMA] = to_text(outputs_schema()) + "\n"
     paths = []
     for name, text in texts.items():
         path = write_atomic(out / name, text)
