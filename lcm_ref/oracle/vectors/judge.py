@@ -162,8 +162,9 @@ def _floats_verdict(name, got, want, budget):
     if ok.all():
         return True, ""
     j = int(np.argmax(~ok))
-    return False, (f"{name}[{j}] = {got[j]!r}, want {want[j]!r} (|got − want| = {abs(got[j] - want[j]):.3g}, budget "
-                   f"{budget[j]:.3g}); {int((~ok).sum())} of {len(ok)} over")
+    g, w = float(got[j]), float(want[j])
+    return False, (f"{name}[{j}] = {g!r}, want {w!r} (|got − want| = {abs(g - w):.3g}, budget {float(budget[j]):.3g}); "
+                   f"{int((~ok).sum())} of {len(ok)} over")
 
 
 def _judge_timesteps(t, res):
