@@ -11,7 +11,10 @@ The oracle accepts got ∈ [round_D(want − bound), round_D(want + bound)] ∪ 
 fl(A_hi − want) ≤ B < fl(next_D(A_hi) − want) and fl(want − A_lo) ≤ B < fl(want − prev_D(A_lo)) (fl: the float64
 subtraction a port evaluates; it is monotonic). ``file_budget`` finds A_lo and A_hi by asking ``compare_values``
 about the D values around want ± bound, and writes the shortest float64 in that window (a few hex digits). Where the
-window is empty (an overflow end in float16) the tier is not offered for that output.
+window is empty because the two ends lie in binades of different spacing, B is the wider accepted half-width: every
+value the oracle accepts passes, and at most one more D value next to the narrow end (tests/test_vectors_judge.py
+counts them: under 2 % of the elements). Where an end is not finite (an overflow in float16) the tier is not
+offered for that output.
 """
 
 from __future__ import annotations
@@ -94,9 +97,9 @@ def file_budget(want, terms, bound, dtype):
             hi = np.minimum(n_hi - wj, wj - n_lo)
         if not np.isfinite(lo).all():
             return None
-        # want on a binade boundary (±1, a power of two): the spacing differs on its two sides and the window can be
-        # empty; then B = the wider accepted half-width, which admits every value the oracle admits and at most one
-        # more D value, next to the oracle's end on the narrower side
+        # the two ends in binades of different spacing (a power of two between them): the window can be empty;
+        # then B = the wider accepted half-width, which admits every value the oracle admits and at most one more D
+        # value, next to the oracle's end on the narrower side
         tight = lo < hi
         B = lo.copy()
         B[tight] = _shortest(lo[tight], hi[tight])
