@@ -13,7 +13,7 @@ from lcm_ref.oracle import vectors
 from lcm_ref.oracle.vectors.format import hex_short
 from lcm_ref.torch_impl import LCMScheduler as TorchLCMScheduler
 
-ALL = vectors.FILES + (vectors.SCHEMA,)
+ALL = vectors.FILES + (vectors.SCHEMA, vectors.OUTPUTS_SCHEMA)
 
 
 def test_generate_reproduces_committed_files_bit_for_bit(tmp_path):
