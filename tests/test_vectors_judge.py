@@ -260,9 +260,14 @@ def test_judge_names_unsupported_cases_and_never_passes_an_unjudged_concern(tmp_
     for _, t in _cases("forward.json"):
         if t["function"] == "add_noise":
             doc["results"]["forward.json"].pop(str(t["tcId"]), None)
-    rc, out = _judge(tmp_path, doc, capsys)
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(doc))
+    rc = cli.main(["vectors", "judge", str(path), "--json", str(tmp_path / "verdicts.json")])
+    out = capsys.readouterr().out
     assert rc == 3 and "INCOMPLETE" in out
     assert any(line.split()[:2] == ["add_noise", "inconclusive"] for line in out.splitlines()), out
+    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
+    assert verdicts["exit_code"] == 3 and verdicts["concerns"]["add_noise"]["verdict"] == "inconclusive"
 
 
 @pytest.mark.parametrize("damage", [

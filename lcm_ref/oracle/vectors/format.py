@@ -125,7 +125,9 @@ _HOLDS = {
 RULE = ("Floats: a value passes when its budget is inf, or got == want (NaN matches NaN, inf matches the same inf), "
         "or |got − want| ≤ budget, evaluated in float64; nothing else passes (a NaN or an infinity against a finite "
         "want fails). Budgets are absolute, per element, from lcm_ref.oracle.budget (docs/design.md §8): for the "
-        "values of the tier's dtype this rule gives exactly the verdict of lcm-ref's oracle (lcm-ref vectors judge).")
+        "values of the tier's dtype this rule gives the verdict of lcm-ref's oracle (lcm-ref vectors judge), except that "
+        "where want ± budget lie in binades of different spacing it admits one more value next to the narrow end "
+        "(docs/design.md §10.1).")
 
 _COMPARE = {
     "timesteps.json": "Compare timesteps and num_inference_steps exactly. An 'error' case passes when the port refuses "
