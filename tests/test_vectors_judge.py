@@ -368,3 +368,23 @@ def test_vectors_check_imports_impl_from_the_current_directory(tmp_path):
                        capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin",
                                                                          "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0 and "2 cases checked" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_six_measured_failure_classes_keep_their_cases():
+    """Protects 'keep every case that finds the six failure classes' of OpenVINO GenAI (measured 2026-12-06): a
+    float32 strength product, accepted invalid requests (orig > T configured, n > orig), orig = 0, an ignored
+    zero-SNR rescale (ᾱ[T−1] = 0 in tables.json, a zero-SNR epsilon run with finite budgets), thresholding with
+    epsilon prediction, a step past the end."""
+    ts = _cases("timesteps.json")
+    assert any("Float32Strength" in t["flags"] and "0x1.28f5c28f5c28fp-1" == t["request"]["strength"] for _, t in ts)
+    errors = [(decode_config(g["config"]), t["request"]) for g, t in ts if t["result"] == "error"]
+    assert any(c.original_inference_steps > c.num_train_timesteps and r["original_inference_steps"] is None
+               for c, r in errors)
+    assert any(r["num_inference_steps"] == 51 and r["original_inference_steps"] is None for c, r in errors)
+    assert any(r["original_inference_steps"] == 0 for c, r in errors)
+    assert any("ZeroSNR" in g["flags"] and t["t"] == 999 and float.fromhex(t["expected"]["alphas_cumprod"]) == 0
+               for g, t in _cases("tables.json"))
+    steps = _cases("steps.json")
+    assert any({"ZeroSNR", "Epsilon"} <= set(g["flags"]) for g, _ in steps)
+    assert any({"Threshold", "Epsilon"} <= set(g["flags"]) for g, _ in steps)
+    assert any("Quirk5" in t["flags"] for _, t in steps)

@@ -107,35 +107,28 @@ def file_budget(want, terms, bound, dtype):
     return out
 
 
-def _tiered(tiers, make):
-    """{tier: flat budgets} over ``tiers`` (name -> (dtype, tables)), ``make(dtype, tables)`` -> (want, terms,
-    bound); optional tiers without a budget are left out; a required one raises."""
+def _tiered(make, where):
+    """{tier: {output: flat budgets}} over ``STEP_TIERS``; ``make(dtype, tables)`` -> {output: (want, terms,
+    bound)}. An optional tier without a budget for every output is left out; a required one raises."""
     out = {}
-    for name, (dtype, tables) in tiers.items():
-        want, terms, bound = make(dtype, tables)
-        fb = file_budget(want, terms, bound, dtype)
-        if fb is None:
+    for name, (dtype, tables) in STEP_TIERS.items():
+        got = {k: file_budget(*args, dtype) for k, args in make(dtype, tables).items()}
+        if any(v is None for v in got.values()):
             if name in OPTIONAL_TIERS:
                 continue
-            raise AssertionError(f"no {name} budget reproduces the oracle's rule")
-        out[name] = fb
+            raise AssertionError(f"no {name} budget reproduces the oracle's rule at {where}")
+        out[name] = got
     return out
 
 
 def step_budgets(cfg, m, t, x, z, *, schedule, step_index, num_inference_steps, want, terms):
     """{tier: {"denoised": flat budgets, "prev_sample": flat budgets}} of one step (``step_bound`` per tier)."""
-    out = {}
-    for name, (dtype, tables) in STEP_TIERS.items():
+    def make(dtype, tables):
         bd, bp = step_bound(cfg, m, t, x, z, schedule=schedule, step_index=step_index,
                             num_inference_steps=num_inference_steps, dtype=dtype, tables=tables)
-        fd = file_budget(want["denoised"], terms["denoised"], bd, dtype)
-        fp = file_budget(want["prev_sample"], terms["prev_sample"], bp, dtype)
-        if fd is None or fp is None:
-            if name in OPTIONAL_TIERS:
-                continue
-            raise AssertionError(f"no {name} budget reproduces the oracle's rule at step {step_index}")
-        out[name] = {"denoised": fd, "prev_sample": fp}
-    return out
+        return {"denoised": (want["denoised"], terms["denoised"], bd),
+                "prev_sample": (want["prev_sample"], terms["prev_sample"], bp)}
+    return _tiered(make, f"step {step_index}, t = {t}")
 
 
 def forward_budgets(cfg, a, b, ts, *, want, velocity):
@@ -144,8 +137,8 @@ def forward_budgets(cfg, a, b, ts, *, want, velocity):
     def make(dtype, tables):
         first, second = (b, a) if velocity else (a, b)
         terms, bound = forward_bound(cfg, first, second, ts, dtype=dtype, tables=tables)
-        return want, terms, bound
-    return _tiered(STEP_TIERS, make)
+        return {"output": (want, terms, bound)}
+    return {tier: v["output"] for tier, v in _tiered(make, f"t = {ts}").items()}
 
 
 def table_budgets(cfg, t, want):
