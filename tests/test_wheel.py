@@ -40,13 +40,15 @@ def run(installed, *argv, timeout=600):
 
 
 def test_wheel_carries_every_package_and_data_file(installed):
-    """Every package of the source tree, the notebooks, the golden vectors and the JSON schemas are in the wheel."""
+    """Every package of the source tree, the notebooks, the golden vectors, the JSON schemas and the C++ worked
+    example are in the wheel."""
     _, _, names = installed
     packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "lcm_ref").rglob("__init__.py")}
     for pkg in packages:
         assert f"{pkg}/__init__.py" in names, pkg
     wanted = [f"lcm_ref/notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb")]
     wanted += [str(p.relative_to(ROOT)) for p in (ROOT / "lcm_ref").rglob("*.json")]
+    wanted += [str(p.relative_to(ROOT)) for ext in ("*.hpp", "*.cpp") for p in (ROOT / "lcm_ref").rglob(ext)]
     assert len(wanted) >= 10
     assert not [w for w in wanted if w not in names]
 

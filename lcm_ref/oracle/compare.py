@@ -40,7 +40,7 @@ from ..errors import LCMRefError, StrictError
 from ..numerics import dtype_name, eps, to_f64
 
 __all__ = ["hypothesis_seed", "source_independent_draws", "round_to", "accepted_interval", "Comparison", "compare_values", "call",
-           "exceptions_match", "step_outputs", "impl_path"]
+           "exceptions_match", "step_outputs", "impl_path", "cwd_importable"]
 
 #: binary formats below float64: (significand bits p with the implicit bit, smallest normal exponent, largest
 #: finite value). bfloat16 has float32's exponent range and 8 significand bits.
@@ -275,9 +275,7 @@ def load_factory(path: str):
         mod, _, attr = path.rpartition(".")
     if not mod or not attr:
         raise LCMRefError("impl", path, "module:attr, e.g. diffusers:LCMScheduler")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+    cwd_importable()
     try:
         obj = importlib.import_module(mod)
         for part in attr.split("."):
@@ -302,3 +300,13 @@ def impl_path(factory) -> Optional[str]:
         except Exception:  # noqa: BLE001 - not importable under its name: no path
             pass
     return None
+
+
+def cwd_importable() -> None:
+    """Let ``module:attr`` resolve against the current directory first, as pytest's rootdir does: the CLI commands
+    that import an implementation (``lcm-ref conform``, ``check``, ``vectors check --impl``) go through
+    ``load_factory``, which calls this.
+    An interpreter started with ``python -m`` or an empty entry already has it ("" on sys.path)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
