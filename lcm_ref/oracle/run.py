@@ -318,7 +318,7 @@ def conform(factory: Callable, *, dtype="float32", device="cpu", examples=None, 
                         "None (per-concern defaults, MIN_JUDGED), an integer >= 0 or a dict {concern: integer >= 0}")
     report = ConformanceReport(name or "", dtype_name(dtype), str(device), tables, profile, per, timeout_s)
     t0 = time.perf_counter()
-    report.region = probe(factory, refusal, device=device, dtype=dtype)
+    report.region = probe(factory, refusal, device=device, dtype=dtype, timeout_s=timeout_s)
     for c in names:
         run = Run(factory, c, dtype=dtype, device=device, tables=tables, profile=profile, timeout_s=timeout_s,
                    impl=name, min_judged=need[c], support=report.region)

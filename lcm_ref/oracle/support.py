@@ -25,6 +25,7 @@ from ..config import LCMConfig
 from ..errors import quiet
 from . import strategies as lst
 from .compare import abbreviate, call
+from .example import CaseTimeout, time_limit
 
 __all__ = ["CANDIDATES", "REQUEST_PROBES", "Support", "probe"]
 
@@ -178,10 +179,13 @@ def _spec_for(key, value) -> dict:
     return spec
 
 
-def probe(factory: Callable, refusal: Callable, *, device="cpu", dtype=torch.float32) -> Support:
+def probe(factory: Callable, refusal: Callable, *, device="cpu", dtype=torch.float32,
+          timeout_s: Optional[float] = None) -> Support:
     """Ask ``factory`` what it accepts (module docstring). ``refusal(exc, keys)`` decides what counts as a refusal
     on purpose (conform's rule). Each probed config is built and, where set_timesteps(2) runs, stepped once (a
-    NotImplementedError from step narrows the region too)."""
+    NotImplementedError from step narrows the region too). Each attempt runs under ``timeout_s``: one that hangs
+    stays in the region (the concerns report the hang), and if the default config's own step hangs, no step is
+    probed."""
     sup = Support()
     default = LCMConfig().to_dict()
 
@@ -189,21 +193,36 @@ def probe(factory: Callable, refusal: Callable, *, device="cpu", dtype=torch.flo
                                  # nothing about a config (the step concerns report it)
 
     def attempt(config: dict, keys) -> Optional[str]:
-        """None if accepted (or crashing: a crash stays in the region), else the refusal."""
+        """None if accepted (or crashing or hanging: those stay in the region), else the refusal."""
+        try:
+            with time_limit(timeout_s):
+                return attempt_once(config, keys)
+        except CaseTimeout:
+            return None
+
+    def attempt_once(config: dict, keys) -> Optional[str]:
         sched, exc = call(lambda: factory(**config))
         if exc is not None:
             return f"{type(exc).__name__}: {exc}" if refusal(exc, keys) else None
         _, exc = call(lambda: sched.set_timesteps(2, device=device))
         if exc is None:
+            if not step_probe[0]:
+                return None
             x = torch.zeros((1, 2), dtype=dtype, device=device)
-            _, exc = call(lambda: sched.step(x, sched.timesteps[0], x, generator=torch.Generator(device).manual_seed(0)))
-            if step_probe[0] and isinstance(exc, NotImplementedError):
+            gen = torch.Generator(device).manual_seed(0)
+            _, exc = call(lambda: sched.step(x, sched.timesteps[0], x, generator=gen))
+            if isinstance(exc, NotImplementedError):
                 return f"{type(exc).__name__}: {exc}"
         elif refusal(exc, keys):
             return f"{type(exc).__name__}: {exc}"
         return None
 
     with quiet():
+        try:
+            with time_limit(timeout_s):
+                attempt_once(default, tuple(default))
+        except CaseTimeout:
+            step_probe[0] = False                   # the default config's step hangs: probe without stepping
         why = attempt(default, tuple(default))
         if why is not None and why.startswith("NotImplementedError") and call(lambda: factory(**default))[1] is None:
             step_probe[0] = False                   # the constructor accepts it; only its step refuses
