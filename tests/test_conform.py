@@ -108,16 +108,15 @@ class PrevOnly:
 
 
 def test_a_port_without_denoised_gets_no_fail():
-    """No `denoised is a NoneType` false alarm: a port that returns only prev_sample gets no fail anywhere;
-    denoised is not_observable yet judged through the last step (prev_sample is denoised there), and check() passes
-    it too."""
-    report = conform(PrevOnly, examples=FEW, min_judged=1)
+    """No `denoised is a NoneType` false alarm: a port that returns only prev_sample gets no fail in the numeric
+    concerns; denoised is judged through the last step (prev_sample is denoised there), which its detail says, and
+    check() passes it too. (Not interface: this wrapper is no pipeline drop-in — it has no len().)"""
+    numeric = [c for c in CONCERNS if c != "interface"]
+    report = conform(PrevOnly, examples=FEW, min_judged=1, concerns=numeric)
     assert report.ok, str(report)
-    v = _verdicts(report)
-    assert v["denoised"] == "not_observable" and report["denoised"].values > 0
-    assert "last step" in report["denoised"].detail
-    assert {k for k, s in v.items() if s != "pass"} <= {"denoised", "prev_sample", "final_step", "clip_threshold"}
-    assert oracle.check(PrevOnly, examples=5, min_judged=1).ok
+    assert report["denoised"].verdict == "pass" and report["denoised"].values > 0
+    assert "not observable" in report["denoised"].detail and "last step" in report["denoised"].detail
+    assert oracle.check(PrevOnly, examples=5, min_judged=1, concerns=numeric).ok
 
 
 # ---------------------------------------------------------------------------------------------------------------
