@@ -192,7 +192,8 @@ def test_concern_table_rows():
     assert rows[0]["expected"] == "denoised, clip_threshold, tables" and "denoised" in rows[0]["failing"]
     assert rows[1]["failing"] == "none" and rows[1]["caught"]
     text = mutants.format_concern_table(rows)
-    assert "caught in the expected concern: 2/2" in text and "| NoCOut |" in text
+    assert f"caught in exactly the expected concerns: {sum(r['caught'] for r in rows)}/2" in text
+    assert "| NoCOut |" in text and rows[1]["caught"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -459,11 +460,11 @@ def test_selected_concerns_that_do_not_pass_are_not_a_pass():
 def test_too_few_judged_examples_are_inconclusive_with_the_reason():
     """A concern with fewer judged examples than its minimum and no failure is inconclusive, its reason counting
     what was judged and needed."""
-    report = conform(diffusers.LCMScheduler, examples=2, concerns=["timesteps", "denoised"])
-    r = report["timesteps"]
-    assert r.verdict == "inconclusive" and r.judged < MIN_JUDGED["timesteps"], str(report)
-    assert f"{r.judged} of {r.examples} judged, {MIN_JUDGED['timesteps']} needed" in r.reason
-    assert report.status == "INCOMPLETE" and f"timesteps: {r.reason}" in str(report)
+    report = conform(diffusers.LCMScheduler, examples=2, concerns=["strength", "denoised"])
+    r = report["strength"]
+    assert r.verdict == "inconclusive" and r.judged < MIN_JUDGED["strength"], str(report)
+    assert f"{r.judged} of {r.examples} judged, {MIN_JUDGED['strength']} needed" in r.reason
+    assert report.status == "INCOMPLETE" and f"strength: {r.reason}" in str(report)
 
 
 def test_a_float16_alpha_in_step_gets_no_invented_cause():
@@ -552,7 +553,7 @@ def test_cli_exit_codes_and_files(tmp_path, capsys, monkeypatch):
                      "--min-judged", "1", "--json", str(out), "--markdown", str(tmp_path / "r.md")]) == 0
     assert capsys.readouterr().out.rstrip().splitlines()[-3].startswith("PASS")
     # the same with each concern's own minimum: too few examples, nothing fails -> INCOMPLETE, 3 (0 if allowed)
-    args = ["conform", "diffusers:LCMScheduler", "--examples", "2", "--concerns", "timesteps,denoised"]
+    args = ["conform", "diffusers:LCMScheduler", "--examples", "2", "--concerns", "strength,denoised"]
     assert cli.main(args) == 3 and cli.main(args + ["--allow-incomplete"]) == 0
     capsys.readouterr()
     jsonschema.validate(json.loads(out.read_text()), schema())

@@ -606,7 +606,8 @@ def concern_table(names=None, *, examples=None, all_concerns=True):
 def format_concern_table(rows) -> str:
     """The rows of ``concern_table`` as markdown, with the catch rate."""
     caught = sum(r["caught"] for r in rows)
-    lines = [f"caught in the expected concern: {caught}/{len(rows)} (negative controls: no concern fails)", "",
+    lines = [f"caught in exactly the expected concerns: {caught}/{len(rows)} (negative controls: no concern fails)",
+             "",
              "| mutant | what it gets wrong | expected concern | settings | failing concerns | failing examples "
              "| likely cause reported |",
              "|---|---|---|---|---|---|---|"]
