@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from .errors import LCMRefError
 
-__all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "write_atomic", "csv_text",
+__all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "umask", "file_mode", "write_atomic", "csv_text",
            "write_csv", "read_csv", "markdown_table"]
 
 #: machine epsilon (the spacing of floats in [1, 2)) of each floating dtype lcm_ref compares in
@@ -73,17 +74,44 @@ def to_f64(x, name: str = "value"):
         raise LCMRefError(name, type(x).__name__, "an array-like of real numbers") from None
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read from /proc where it can be, so that no other thread ever sees
+    it changed; else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(path) -> int:
+    """The permission bits a file written at ``path`` gets, as ``open(path, "w")`` would give them: an existing
+    file's own, else 0o666 without the umask's bits (0o644 under the usual umask 022)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~umask()
+
+
 def write_atomic(path, data) -> Path:
     """Write ``data`` (bytes, or str written as UTF-8 with newlines as given) to ``path``: a temporary file in the
-    same folder, then ``os.replace``. Creates the folder. Returns the path."""
+    same folder, then ``os.replace``. Creates the folder. The file gets the permissions ``open(path, "w")`` would
+    give it (``file_mode``), not mkstemp's 0600. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode()
+    mode = file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, mode)                 # mkstemp creates 0600; give the file what open(path, "w") would
         os.replace(tmp, path)
     except BaseException:
         try:

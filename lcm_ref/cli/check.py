@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from .. import reference as ref
 from ..errors import LCMRefError
-from ..oracle import DEFAULT_MAX_EXAMPLES, PARTS, OracleMismatch, check, load_factory
+from ..oracle import DEFAULT_MAX_EXAMPLES, PARTS, OracleMismatch, check
+from ..oracle.compare import load_impl
 
 
 def configure_parser(parser):
-    parser.add_argument("impl", help="the scheduler class or factory, as module:attr (e.g. diffusers:LCMScheduler)")
+    parser.add_argument("impl", help="the scheduler class or factory, as module:attr (e.g. diffusers:LCMScheduler), "
+                        "imported from the current directory first")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"],
                         help="dtype of the samples and model outputs (default float32)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -23,7 +25,7 @@ def configure_parser(parser):
 
 def main(args) -> int:
     try:
-        factory = load_factory(args.impl)
+        factory = load_impl(args.impl)          # from the current directory first, as lcm-ref conform does
         report = check(factory, dtype=args.dtype, device=args.device, max_examples=args.examples,
                        profile=args.profile, quirks=True if args.quirks else None,
                        parts=tuple(p for p in args.parts.split(",") if p), shrink=not args.no_shrink,

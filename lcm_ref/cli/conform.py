@@ -7,7 +7,6 @@ bad option), 3 INCOMPLETE (nothing fails, but something could not be judged on e
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..errors import LCMRefError
@@ -73,15 +72,11 @@ def configure_parser(parser):
 
 def main(args) -> int:
     from ..numerics import write_atomic
-    from ..oracle.check import load_factory
+    from ..oracle.compare import load_impl
     from ..oracle.conform import conform
 
-    # module:attr resolves against the current directory first, as pytest's rootdir does
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
     try:
-        factory = load_factory(args.impl)
+        factory = load_impl(args.impl)          # from the current directory first, as pytest's rootdir does
     except LCMRefError as e:
         print(f"lcm-ref conform: cannot import IMPL: {e}", file=sys.stderr)
         return 2

@@ -26,15 +26,10 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def impl(pytestconfig):
     """The implementation under test: (module:attr, factory)."""
-    import os
-    import sys
+    from lcm_ref.oracle.compare import load_impl
 
-    from lcm_ref.oracle import load_factory
-
-    if os.getcwd() not in sys.path:             # module:attr from the current directory, as the CLI does
-        sys.path.insert(0, os.getcwd())
     path = option(pytestconfig, "impl")
-    return path, load_factory(path)
+    return path, load_impl(path)                # module:attr from the current directory first, as the CLI does
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,6 @@ at the step using the bad timestep (zero-SNR T−1 under epsilon) is accepted: e
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import pprint
 from typing import Callable, Optional
 
@@ -52,8 +51,8 @@ from .. import reference as ref
 from . import strategies as lst
 from ..errors import LCMRefError, StrictError
 from .budget import TABLES, U_TABLE, forward_bound, step_bound, table_error_bound
-from .compare import (call, compare_values, exceptions_match, hypothesis_seed, impl_path, source_independent_draws,
-                      step_outputs)
+from .compare import (call, compare_values, exceptions_match, hypothesis_seed, impl_path, load_factory,
+                      source_independent_draws, step_outputs)
 from ..numerics import torch_dtype
 from ..errors import quiet
 from .noise import NoiseTap, step_noise
@@ -261,23 +260,6 @@ class Report:
 
 def _impl_path(factory):
     return impl_path(factory)
-
-
-def load_factory(path: str):
-    """``module:attr`` (or ``module.attr``) -> the object; a clear LCMRefError if it cannot be imported."""
-    if ":" in path:
-        mod, _, attr = path.partition(":")
-    else:
-        mod, _, attr = path.rpartition(".")
-    if not mod or not attr:
-        raise LCMRefError("impl", path, "module:attr, e.g. diffusers:LCMScheduler")
-    try:
-        obj = importlib.import_module(mod)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise LCMRefError("impl", path, "an importable module:attr", detail=str(e)) from None
-    return obj
 
 
 class _Ctx:
