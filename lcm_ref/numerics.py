@@ -19,8 +19,8 @@ import numpy as np
 
 from .errors import LCMRefError
 
-__all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "umask", "file_mode", "write_atomic", "csv_text",
-           "write_csv", "read_csv", "markdown_table"]
+__all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "umask", "file_mode", "write_atomic",
+           "csv_text", "write_csv", "read_csv", "markdown_table"]
 
 #: machine epsilon (the spacing of floats in [1, 2)) of each floating dtype lcm_ref compares in
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}

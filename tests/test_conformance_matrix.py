@@ -269,3 +269,24 @@ def test_tcd_errors_deviation_is_known(tmp_path):
     (f / "TCDScheduler-0.27.2_float32.json").write_text(rep.to_json())
     (d,) = C.deviations(f)
     assert d["key"] == "tcd_original_steps_unchecked" and d["known"] and "default path" in d["what"]
+
+
+@pytest.mark.skipif(not (COMMITTED / "run.json").is_file(), reason="no committed matrix")
+def test_committed_files_come_from_one_run():
+    """run.json, the per-run reports and matrix.csv of reports/data/conformance agree (``consistency``: each report
+    is the one run.json names by SHA-256, with the same verdicts, status, judged counts, seconds and versions); the
+    page reports/conformance.md shows their summary, matrix, short table and timings; docs/design.md §13.3's table
+    is the one generated from them. A partial rerun (run.json alone committed, as once happened) fails here."""
+    from lcm_ref.numerics import markdown_table
+    assert C.consistency(COMMITTED) == []
+    rows, info = C.load_matrix(COMMITTED), C.run_info(COMMITTED)
+    page = PAGE.read_text()
+    for part, text in (("summary", C.summary_markdown(rows, info)),
+                       ("matrix", markdown_table(C.verdict_table(rows))),
+                       ("short table", markdown_table(C.release_table(COMMITTED))),
+                       ("timings and versions", markdown_table(C.timing_rows(rows, info)))):
+        assert text.strip() in page, f"reports/conformance.md: its {part} is not the committed files' (make report)"
+    assert "do not come from one run" not in page
+    design = C.design_section(DESIGN.read_text())
+    assert design == C.design_table(COMMITTED), \
+        "docs/design.md §13.3: python -m lcm_ref.studies.conformance design --write"

@@ -413,7 +413,8 @@ class Deviation:
 
 
 def _text(c) -> str:
-    return " ".join(str(c.get(k) or "") for k in ("detail", "likely_cause")) + " " + " ".join(c.get("refused") or [])
+    words = [str(c.get(k) or "") for k in ("detail", "reason", "likely_cause")] + list(c.get("refused") or [])
+    return " ".join(words)
 
 
 def _has(*words):
@@ -444,7 +445,8 @@ KNOWN_DEVIATIONS = (
               "0.22.0 hard-codes u = t/0.1; through `diffusers_compat` configs with timestep_scaling = 10 are judged "
               "normally and the others are refused (reported, not failed).",
               "key added in 0.23.0 (aab6de22c3, #5681)"),
-    Deviation("no_custom_timesteps", "No custom `timesteps=`", ("custom_timesteps", "errors"), ("unsupported", "inconclusive"),
+    Deviation("no_custom_timesteps", "No custom `timesteps=`", ("custom_timesteps", "errors"),
+              ("unsupported", "inconclusive"),
               _has("timesteps"),
               "`set_timesteps` takes only num_inference_steps before 0.24.",
               "added in 0.24.0 (67d070749a, #5874)"),
@@ -476,7 +478,8 @@ KNOWN_DEVIATIONS = (
               "The schedule does not depend on the value there, so no output changes: a misconfiguration passes "
               "silently.",
               "in TCDScheduler since it was added (0.27.0); unchanged through 0.42.1 (measured)", ("tcd",)),
-    Deviation("no_begin_index", "No `set_begin_index`", ("state",), ("unsupported", "inconclusive"), _has("set_begin_index"),
+    Deviation("no_begin_index", "No `set_begin_index`", ("state",), ("unsupported", "inconclusive"),
+              _has("set_begin_index"),
               "img2img pipelines cannot start mid-schedule without the first-step lookup.",
               "added in 0.27.0 (adcbe674a4, #6728)"),
 )
