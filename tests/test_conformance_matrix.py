@@ -204,10 +204,12 @@ def fake_environment(tmp_path, reports: dict, version="9.9.9"):
     return venvs
 
 
-def test_run_matrix_leaves_one_run(tmp_path):
+def test_run_matrix_leaves_one_run(tmp_path, monkeypatch):
     """The driver makes its folder hold exactly one run: a report of an earlier run is removed, run.json names each
     report by its SHA-256 with the verdicts, status and seconds read back from the file, matrix.csv is built from
-    the reports, and ``consistency`` finds nothing; then it finds each kind of tampering."""
+    the reports, and ``consistency`` finds nothing; then it finds each kind of tampering. The folder is given
+    relative, as make conformance gives it: the jobs, which run in another directory, once wrote their reports
+    there, so the committed reports stayed those of an older run while run.json was rewritten."""
     reports = {"lcm": fake_report("diffusers:LCMScheduler", "float32", {"previous_timestep": "fail"}),
                "tcd": fake_report("diffusers:TCDScheduler", "float32", {"errors": "fail"}, concerns=TCD_CONCERNS),
                "dropin": fake_report("lcm_ref.torch_impl:LCMScheduler", "float32", {})}
@@ -215,7 +217,8 @@ def test_run_matrix_leaves_one_run(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "LCMScheduler-0.22.0_float32.json").write_text(reports["lcm"].to_json())      # an earlier run's
-    info = C.run_matrix(venvs, out, versions=("9.9.9",), dtypes=("float32",), jobs=2, progress=False)
+    monkeypatch.chdir(tmp_path)
+    info = C.run_matrix(venvs, "out", versions=("9.9.9",), dtypes=("float32",), jobs=2, progress=False)
     assert [m["ok"] for m in info["results"]] == [True, True, True], info["results"]
     assert sorted(p.name for p in out.iterdir()) == [
         "LCMScheduler-9.9.9_float32.json", "TCDScheduler-9.9.9_float32.json", "lcm_ref-dropin-9.9.9_float32.json",

@@ -243,10 +243,14 @@ def _run_one(job: Job, venvs: Path, stage: Path, pypath: str, examples, shrink) 
                 meta = json.loads(line)
                 break
         ok = p.returncode == 0 and meta is not None and path.is_file()
+        if meta is not None and not path.is_file():
+            tail.append(f"the job wrote no report at {path}")
     except subprocess.TimeoutExpired:
         ok, meta, tail = False, None, [f"timed out after {JOB_TIMEOUT_S} s"]
     wall = time.perf_counter() - t0
-    meta = meta or {"kind": job.kind, "dtype": job.dtype, "error": "\n".join(tail[-20:])}
+    meta = meta or {"kind": job.kind, "dtype": job.dtype}
+    if not ok:
+        meta["error"] = "\n".join(tail[-20:])
     meta.update(ok=ok, kind=job.kind, dtype=job.dtype, version=job.version, label=job.label, wall_s=round(wall, 2),
                 file=job.filename)
     if ok:
@@ -264,8 +268,10 @@ def run_matrix(venvs=None, out=None, *, versions=VERSIONS, dtypes=DTYPES, jobs=2
     environment is missing is skipped with a message (``make conformance`` creates them)."""
     from tqdm.auto import tqdm
     from .report import environment
-    venvs = Path(venvs or default_venvs()).expanduser()
-    out = Path(out or default_out())
+    venvs = Path(venvs or default_venvs()).expanduser().resolve()
+    # absolute: the jobs run in another directory, and a relative --out (make conformance's) once sent their
+    # reports there while run.json and matrix.csv went here
+    out = Path(out or default_out()).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     have = [v for v in versions if _python(venvs, v).exists()]
     for v in versions:
