@@ -149,6 +149,13 @@ def test_implementation_info_names_the_judged_package():
         assert implementation_info(factory) == want, factory
     from lcm_ref.torch_impl import LCMScheduler
     assert implementation_info(LCMScheduler) == {"package": "lcm_ref", "version": lcm_ref.__version__}
+    # the version matrix runs lcm_ref from a path, where no distribution provides it: still lcm_ref's own version
+    def no_distribution(name):
+        raise metadata.PackageNotFoundError(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(metadata, "version", no_distribution)
+        assert implementation_info(LCMScheduler) == {"package": "lcm_ref", "version": lcm_ref.__version__}
+        assert implementation_info(diffusers.LCMScheduler) == {"package": "diffusers", "version": None}
     from lcm_ref.testbed import ksamplers
     k = adapters.k_diffusion(ksamplers.sample_lcm, ksamplers.lcm_model_sampling())
     assert implementation_info(k) == {"package": "lcm_ref", "version": lcm_ref.__version__}

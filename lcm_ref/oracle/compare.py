@@ -372,7 +372,8 @@ def implementation_info(factory) -> dict:
     """``{"package": ..., "version": ...}`` of the implementation ``factory`` builds (a class, a function, a
     ``module:attr`` string, or one of lcm_ref's adapters around one): the top-level package of the module that
     defines it, and the version of the installed distribution that provides that package
-    (``importlib.metadata``), or None where there is none (a module run from a folder, ``__main__``).
+    (``importlib.metadata``), or None where there is none (a module run from a folder, ``__main__``); lcm_ref's
+    own version for lcm_ref, whether installed or imported from a path.
     E.g. ``{"package": "diffusers", "version": "0.22.0"}`` for ``diffusers.LCMScheduler``, also through
     ``diffusers_compat``; ``{"package": "lcm_ref", "version": lcm_ref.__version__}`` for the drop-in."""
     from importlib import metadata
@@ -380,7 +381,10 @@ def implementation_info(factory) -> dict:
     mod = _implementation_module(factory)
     top = mod.split(".")[0] if mod else None
     version = None
-    if top and top not in ("__main__", "builtins"):
+    if top == "lcm_ref":                # this very code, installed or not (the version matrix runs it from a path)
+        from .. import __version__
+        version = __version__
+    elif top and top not in ("__main__", "builtins"):
         names = [top] + [d for d in metadata.packages_distributions().get(top, []) if d != top]
         for name in names:
             try:

@@ -456,6 +456,12 @@ KNOWN_DEVIATIONS = (
               _has("timesteps"),
               "`set_timesteps` takes only num_inference_steps before 0.24.",
               "added in 0.24.0 (67d070749a, #5874)"),
+    Deviation("required_num_inference_steps", "`num_inference_steps` required", ("errors",), ("fail", "unsupported"),
+              _has("missing 1 required positional argument", "num_inference_steps"),
+              "`set_timesteps(num_inference_steps, ...)` takes it positionally and without a default before 0.24, so "
+              "a call with neither num_inference_steps nor timesteps raises TypeError where diffusers from 0.24 on, "
+              "and the reference, raise ValueError.",
+              "optional from 0.24.0 (67d070749a, #5874)"),
     Deviation("no_previous_timestep", "No `previous_timestep`", ("previous_timestep",), ("unsupported", "inconclusive"),
               _has("previous_timestep"), "the method does not exist before 0.24.",
               "added in 0.24.0 (67d070749a, #5874)"),
