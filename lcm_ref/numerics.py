@@ -89,29 +89,27 @@ def umask() -> int:
     return mask
 
 
-def file_mode(path) -> int:
-    """The permission bits a file written at ``path`` gets, as ``open(path, "w")`` would give them: an existing
-    file's own, else 0o666 without the umask's bits (0o644 under the usual umask 022)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return 0o666 & ~umask()
+def file_mode() -> int:
+    """The permission bits a file this package writes gets: 0o666 without the umask's bits (0o644 under the usual
+    umask 022), as ``open(path, "w")`` gives a new file. A file being replaced gets them too, so that files an
+    earlier version wrote with mkstemp's 0600 become readable again when they are rewritten."""
+    return 0o666 & ~umask()
 
 
 def write_atomic(path, data) -> Path:
     """Write ``data`` (bytes, or str written as UTF-8 with newlines as given) to ``path``: a temporary file in the
-    same folder, then ``os.replace``. Creates the folder. The file gets the permissions ``open(path, "w")`` would
-    give it (``file_mode``), not mkstemp's 0600. Returns the path."""
+    same folder, then ``os.replace``. Creates the folder. The file gets the umask's permissions (``file_mode``), not
+    mkstemp's 0600. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode()
-    mode = file_mode(path)
+    mode = file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, mode)                 # mkstemp creates 0600; give the file what open(path, "w") would
+        os.chmod(tmp, mode)                 # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -46,16 +46,17 @@ def test_written_files_honour_the_umask(tmp_path, with_umask, mask, want):
         assert stat.S_IMODE(path.stat().st_mode) == want, (oct(mask), oct(path.stat().st_mode))
 
 
-def test_rewriting_a_file_keeps_its_mode(tmp_path, with_umask):
-    """Replacing a file keeps the mode it had, as writing it in place would (e.g. a script kept executable)."""
+def test_rewriting_a_file_gives_it_the_umask_mode(tmp_path, with_umask):
+    """A file an earlier version left 0600 becomes 0644 (umask 022) when it is written again, and no temporary file
+    is left beside it."""
     with_umask(0o022)
-    path = tmp_path / "run.sh"
+    path = tmp_path / "conformance.md"
     path.write_text("old\n")
-    path.chmod(0o750)
-    assert file_mode(path) == 0o750
+    path.chmod(0o600)
+    assert file_mode() == 0o644
     write_atomic(path, "new\n")
-    assert path.read_text() == "new\n" and stat.S_IMODE(path.stat().st_mode) == 0o750
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]         # no temporary file left
+    assert path.read_text() == "new\n" and stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["conformance.md"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
