@@ -19,7 +19,7 @@ from lcm_ref.cli import main as cli
 from lcm_ref.errors import LCMRefError
 from lcm_ref.numerics import file_mode, umask, write_atomic, write_csv
 from lcm_ref.oracle import adapters
-from lcm_ref.oracle.compare import ABBREVIATE_OVER, abbreviate, implementation_info, load_factory, load_impl
+from lcm_ref.oracle.compare import ABBREVIATE_OVER, abbreviate, implementation_info, load_factory
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -77,17 +77,15 @@ def port_in_cwd(tmp_path, monkeypatch):
     sys.modules.pop(name, None)
 
 
-def test_load_impl_imports_from_the_current_directory(port_in_cwd):
-    """load_impl finds module:attr in the current directory, where load_factory alone does not."""
-    with pytest.raises(LCMRefError, match="impl"):
-        load_factory(f"{port_in_cwd}:MyLCM")
-    assert load_impl(f"{port_in_cwd}:MyLCM") is diffusers.LCMScheduler
+def test_load_factory_imports_from_the_current_directory(port_in_cwd):
+    """module:attr is found in the current directory, which load_factory puts first on sys.path."""
+    assert load_factory(f"{port_in_cwd}:MyLCM") is diffusers.LCMScheduler
     assert sys.path[0] == os.getcwd()
 
 
 def test_check_imports_from_the_current_directory(port_in_cwd, capsys):
     """`lcm-ref check module:attr` imports from the current directory, as `lcm-ref conform` does."""
-    assert cli(["check", f"{port_in_cwd}:MyLCM", "--examples", "1", "--parts", "timesteps", "--no-shrink"]) == 0
+    assert cli(["check", f"{port_in_cwd}:MyLCM", "--concerns", "timesteps", "--no-shrink"]) == 0
     assert cli(["check", f"{port_in_cwd}:NoSuchAttr", "--examples", "1"]) == 2
     assert "NoSuchAttr" in capsys.readouterr().out
 
@@ -167,7 +165,7 @@ def test_implementation_info_distribution_and_local_modules(port_in_cwd):
     is PyYAML's); a module that no distribution provides (a port in the current directory, __main__) has none."""
     yaml = pytest.importorskip("yaml")
     assert implementation_info(yaml.YAMLObject) == {"package": "yaml", "version": metadata.version("PyYAML")}
-    port = load_impl(f"{port_in_cwd}:MyLCM")
+    port = load_factory(f"{port_in_cwd}:MyLCM")
     assert implementation_info(port)["package"] == "diffusers"              # what it re-exports is diffusers'
     mine = type("Mine", (), {"__module__": port_in_cwd})
     assert implementation_info(mine) == {"package": port_in_cwd, "version": None}

@@ -40,13 +40,15 @@ def run(installed, *argv, timeout=600):
 
 
 def test_wheel_carries_every_package_and_data_file(installed):
-    """Every package of the source tree, the notebooks, the golden vectors and the JSON schemas are in the wheel."""
+    """Every package of the source tree, the notebooks, the golden vectors, the JSON schemas and the C++ worked
+    example are in the wheel."""
     _, _, names = installed
     packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "lcm_ref").rglob("__init__.py")}
     for pkg in packages:
         assert f"{pkg}/__init__.py" in names, pkg
     wanted = [f"lcm_ref/notebooks/{p.name}" for p in (ROOT / "notebooks").glob("*.ipynb")]
     wanted += [str(p.relative_to(ROOT)) for p in (ROOT / "lcm_ref").rglob("*.json")]
+    wanted += [str(p.relative_to(ROOT)) for ext in ("*.hpp", "*.cpp") for p in (ROOT / "lcm_ref").rglob(ext)]
     assert len(wanted) >= 10
     assert not [w for w in wanted if w not in names]
 
@@ -62,8 +64,18 @@ def test_commands_run_from_the_wheel_outside_the_checkout(installed):
     probe = subprocess.run([sys.executable, "-c", "import lcm_ref; print(lcm_ref.__file__)"], cwd=work,
                            env={**os.environ, "PYTHONPATH": str(site)}, capture_output=True, text=True)
     assert Path(probe.stdout.strip()).is_relative_to(site)
-    r = run(installed, "check", "diffusers:LCMScheduler", "--examples", "3")
+    r = run(installed, "check", "diffusers:LCMScheduler", "--examples", "3", "--concerns", "timesteps,denoised",
+            "--min-judged", "1")
     assert r.returncode == 0, r.stdout + r.stderr
+    # the earned verdicts from the wheel: the wrong scheduler is INCOMPLETE (3), a crashing port FAIL (1) with its
+    # traceback, a port in the current directory imported from there
+    r = run(installed, "conform", "diffusers:DDIMScheduler")
+    assert r.returncode == 3 and "the default config is refused" in r.stdout, r.stdout + r.stderr
+    (work / "crashing_port.py").write_text(
+        "from diffusers import LCMScheduler\n\n\nclass Port(LCMScheduler):\n"
+        "    def step(self, *args, **kwargs):\n        return self.alphas_cumprd\n")
+    r = run(installed, "conform", "crashing_port:Port", "--concerns", "denoised", "--examples", "2")
+    assert r.returncode == 1 and "AttributeError" in r.stdout and "crashing_port.py:" in r.stdout, r.stdout
     r = run(installed, "vectors", "check")
     assert r.returncode == 0 and "0 failed" in r.stdout, r.stdout + r.stderr
     after = sorted(p.relative_to(site) for p in (site / "lcm_ref").rglob("*"))

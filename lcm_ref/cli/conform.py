@@ -72,11 +72,11 @@ def configure_parser(parser):
 
 def main(args) -> int:
     from ..numerics import write_atomic
-    from ..oracle.compare import load_impl
+    from ..oracle import load_factory
     from ..oracle.conform import conform
 
     try:
-        factory = load_impl(args.impl)          # from the current directory first, as pytest's rootdir does
+        factory = load_factory(args.impl)
     except LCMRefError as e:
         print(f"lcm-ref conform: cannot import IMPL: {e}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
-"""``lcm-ref vectors generate|check``: the golden vectors from the shell."""
+"""``lcm-ref vectors generate|check|judge``: the golden vectors from the shell."""
 
 from __future__ import annotations
+
+import json
 
 import torch
 
 from ..errors import LCMRefError
-from ..oracle.vectors import DEFAULT_OUT, VectorFileError, check_vectors, write
+from ..numerics import write_atomic
+from ..oracle.vectors import DEFAULT_OUT, OUTPUTS_SCHEMA, VectorFileError, check_vectors, judge, write
 
 
 def configure_parser(parser):
@@ -36,6 +39,20 @@ def configure_parser(parser):
     c.add_argument("--profile", default="diffusers", choices=["diffusers", "strict"],
                    help="which behaviour your scheduler follows on timesteps requests diffusers mishandles: "
                         "'diffusers' (reproduce it) or 'strict' (raise ValueError); default diffusers")
+    j = sub.add_parser("judge", help="judge what a port in any language got on the vectors (an outputs JSON file)",
+                       description="Judge OUTPUTS.json, what a port in any language got on the vector cases "
+                                   f"(format: the JSON Schema {OUTPUTS_SCHEMA} shipped beside the vectors, "
+                                   "docs/design.md §10), by the vectors' rules: integers and error categories "
+                                   "exactly, floats within the budget of the tier it names. Prints a verdict per "
+                                   "case (pass, fail, unsupported, inconclusive) and per concern. Exit status: 0 "
+                                   "PASS, 1 FAIL (a concern fails), 2 usage error (a malformed outputs file), "
+                                   "3 INCOMPLETE (nothing fails, a concern was not judged: unsupported or missing "
+                                   "cases).")
+    j.add_argument("outputs", metavar="OUTPUTS.json", help="the port's results")
+    j.add_argument("--dir", metavar="DIR", default=None,
+                   help="folder of the vector files (default: the copy shipped with lcm_ref)")
+    j.add_argument("--all-cases", action="store_true", help="print every case's verdict (default: all but passes)")
+    j.add_argument("--json", metavar="FILE", default=None, help="also write the verdicts as JSON")
 
 
 def main(args) -> int:
@@ -43,6 +60,16 @@ def main(args) -> int:
         for p in write(args.out):
             print(p)
         return 0
+    if args.action == "judge":
+        try:
+            result = judge(args.outputs, args.dir)
+        except (VectorFileError, LCMRefError) as e:
+            print(f"lcm-ref vectors judge: {e}")
+            return 2
+        print(result.to_text(all_cases=args.all_cases))
+        if args.json:
+            write_atomic(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
+        return result.exit_code
     try:
         res = check_vectors(args.impl, args.dir, dtype=getattr(torch, args.dtype), quirks=args.quirks,
                             profile=args.profile)

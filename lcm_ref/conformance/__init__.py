@@ -23,6 +23,8 @@ LCM_REF_TABLES         --lcm-tables           table precision allowed: float32 o
 LCM_REF_PROFILE        --lcm-profile          diffusers or strict (diffusers)
 LCM_REF_XFAIL          --lcm-xfail            comma-separated concerns (or "vectors") expected to fail
                                               (none)
+LCM_REF_MIN_JUDGED     --lcm-min-judged       judged examples every concern needs to pass (each
+                                              concern's own, lcm_ref.oracle.conform.MIN_JUDGED)
 =====================  =====================  ==========================================================
 
     LCM_REF_IMPL=my_pkg.sched:MyLCM LCM_REF_DTYPE=float32,float64 pytest --pyargs lcm_ref.conformance
@@ -39,6 +41,7 @@ OPTIONS = {
     "tables": ("LCM_REF_TABLES", "float32"),
     "profile": ("LCM_REF_PROFILE", "diffusers"),
     "xfail": ("LCM_REF_XFAIL", ""),
+    "min_judged": ("LCM_REF_MIN_JUDGED", ""),
 }
 
 
@@ -48,7 +51,7 @@ def option(config, name):
     value = None
     if config is not None:
         try:
-            value = config.getoption(f"--lcm-{name}")
+            value = config.getoption(f"--lcm-{name.replace('_', '-')}")
         except ValueError:       # options not registered (plugin not loaded)
             value = None
     return value if value not in (None, "") else os.environ.get(env, default)

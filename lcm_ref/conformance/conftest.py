@@ -26,14 +26,16 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def impl(pytestconfig):
     """The implementation under test: (module:attr, factory)."""
-    from lcm_ref.oracle.compare import load_impl
+    from lcm_ref.oracle import load_factory      # module:attr from the current directory first, as the CLI
 
     path = option(pytestconfig, "impl")
-    return path, load_impl(path)                # module:attr from the current directory first, as the CLI does
+    return path, load_factory(path)
 
 
 @pytest.fixture(scope="session")
 def settings(pytestconfig):
     examples = option(pytestconfig, "examples")
+    min_judged = option(pytestconfig, "min_judged")
     return dict(device=option(pytestconfig, "device"), profile=option(pytestconfig, "profile"),
-                tables=option(pytestconfig, "tables"), examples=int(examples) if examples else None)
+                tables=option(pytestconfig, "tables"), examples=int(examples) if examples else None,
+                min_judged=int(min_judged) if min_judged else None)

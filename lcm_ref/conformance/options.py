@@ -12,4 +12,5 @@ from lcm_ref.conformance import OPTIONS
 def pytest_addoption(parser):
     group = parser.getgroup("lcm_ref conformance")
     for name, (env, default) in OPTIONS.items():
-        group.addoption(f"--lcm-{name}", default=None, help=f"same as ${env} (default: {default or 'none'})")
+        group.addoption(f"--lcm-{name.replace('_', '-')}", default=None,
+                        help=f"same as ${env} (default: {default or 'none'})")

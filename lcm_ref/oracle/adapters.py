@@ -20,10 +20,11 @@ object with those attributes. Three adapters bridge the rest:
   function the generator, from which ``diffusers_noise`` draws the z diffusers would draw.
 - ``k_diffusion(sampler, model_sampling=...)``: a k-diffusion-style sampler (ComfyUI ``sample_lcm``, A1111/Forge),
   ``sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None)``, behind a
-  diffusers-like facade: ``set_timesteps`` builds σ from the float32 ᾱ, ``step`` runs one sampler step on
-  ``sigmas[i:i+2]`` with a model that returns the given model output through the model-sampling object (which
-  applies c_skip / c_out, the code under test), reads ``denoised`` through the callback and injects diffusers'
-  noise through the noise sampler.
+  diffusers-like facade: ``set_timesteps`` builds σ from the float32 ᾱ (or the sampler's own ``sigmas=``
+  schedule), ``step`` runs one sampler step on ``sigmas[i:i+2]`` with a model that returns the given model output
+  through the model-sampling object (which applies c_skip / c_out, the code under test), reads ``denoised``
+  through the callback (a copy, taken at once) and injects diffusers' noise through the noise sampler;
+  ``wrap_model=`` hands a sampler that reaches into its model object what it expects (``comfyui_model``).
 
 Each factory carries ``concerns``: the concerns of ``lcm_ref.oracle.conform.CONCERNS`` its shape can express (pass
 ``concerns=factory.concerns`` to ``conform``); the others are not applicable, not failures.
@@ -56,6 +57,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from types import SimpleNamespace
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -66,21 +68,28 @@ from ..config import LCMConfig
 from ..torch_impl.noise import draw_noise
 
 __all__ = ["StepOutput", "diffusers_compat", "CompatFactory", "port", "PortFactory", "k_diffusion",
-           "KDiffusionFactory", "diffusers_noise", "missing_keywords", "ALL_CONCERNS", "KDIFFUSION_CONCERNS",
-           "TCD_CONCERNS", "TCD_NOT_APPLICABLE"]
+           "KDiffusionFactory", "ComfyUIModel", "comfyui_model", "diffusers_noise", "missing_keywords", "ALL_CONCERNS",
+           "KDIFFUSION_CONCERNS", "KDIFFUSION_OWN_SCHEDULE_CONCERNS", "TCD_CONCERNS", "TCD_NOT_APPLICABLE"]
 
 #: every concern (``lcm_ref.oracle.conform.CONCERNS``; repeated here so that this module does not import conform)
 ALL_CONCERNS = ("config", "timesteps", "original_inference_steps", "strength", "custom_timesteps", "tables",
                 "denoised", "prev_sample", "final_step", "noise", "dtype", "clip_threshold", "add_noise",
-                "get_velocity", "previous_timestep", "errors", "state")
+                "get_velocity", "previous_timestep", "errors", "state", "interface")
 
 #: What a k-diffusion-style sampler can be judged on through ``k_diffusion``: the schedule the model sees
 #: (``model_sampling.timestep`` of each σ), each step's denoised and re-noising, the final step, the noise it
 #: takes from the noise sampler, output dtype, clip/threshold where the model sampling does them. Not applicable:
 #: ``tables`` (no ᾱ/c_skip/c_out interface), ``add_noise``/``get_velocity`` (not part of a sampler),
-#: ``previous_timestep``, ``errors`` and ``state`` (they would judge the facade's own bookkeeping, not the port).
+#: ``previous_timestep``, ``errors``, ``state`` and ``interface`` (they would judge the facade's own bookkeeping and
+#: attributes, not the port).
 KDIFFUSION_CONCERNS = ("config", "timesteps", "original_inference_steps", "strength", "custom_timesteps",
                        "denoised", "prev_sample", "final_step", "noise", "dtype", "clip_threshold")
+
+#: ``k_diffusion(..., sigmas=...)``: a sampler on its own sigma schedule, which takes n alone, so the concerns of
+#: the other ``set_timesteps`` keywords (``original_inference_steps``, ``strength``, ``custom_timesteps``) have
+#: nothing to judge.
+KDIFFUSION_OWN_SCHEDULE_CONCERNS = tuple(c for c in KDIFFUSION_CONCERNS
+                                         if c not in ("original_inference_steps", "strength", "custom_timesteps"))
 
 #: diffusers' ``TCDScheduler`` (≥ 0.27) shares LCMScheduler's constructor, grid, tables, forward functions and
 #: bookkeeping, but not its step: TCD steps from x_t to an intermediate s = floor((1 − η)·t_prev) with a DDIM
@@ -92,6 +101,8 @@ TCD_NOT_APPLICABLE = {
     "prev_sample": "TCD re-noises from the intermediate s = floor((1 − η)·t_prev) with DDIM coefficients, by design",
     "final_step": "TCD's last step returns x_s at s = 0 (√ᾱ₀·x0 + √(1 − ᾱ₀)·ε), not x0, by design",
     "clip_threshold": "judged on LCM's denoised, which TCD does not compute",
+    "interface": "TCD's step returns (prev_sample, pred_noised_sample), not LCMSchedulerOutput's (prev_sample, "
+                 "denoised) that the interface concern requires",
 }
 TCD_CONCERNS = tuple(c for c in ALL_CONCERNS if c not in TCD_NOT_APPLICABLE)
 
@@ -439,8 +450,13 @@ class KDiffusionScheduler:
         f = self._factory
         device = torch.device(device) if device is not None else torch.device("cpu")
         if f.sigmas is not None:
-            if original_inference_steps is not None or timesteps is not None or strength != 1.0:
-                raise NotImplementedError(f"the sigma schedule {f.sigmas!r} takes only num_inference_steps")
+            asked = {k: v for k, v in (("original_inference_steps", original_inference_steps),
+                                       ("timesteps", timesteps), ("strength", strength))
+                     if v is not None and not (k == "strength" and v == 1.0)}
+            if asked:
+                schedule = getattr(f.sigmas, "__qualname__", type(f.sigmas).__name__)
+                raise NotImplementedError(f"the sampler's own sigma schedule ({schedule}) takes num_inference_steps "
+                                          f"alone: {', '.join(asked)} cannot be passed")
             sig = np.asarray(f.sigmas(self.model_sampling, num_inference_steps), dtype=np.float64)
             if sig[-1] != 0:
                 sig = np.append(sig, 0.0)
@@ -486,16 +502,29 @@ class KDiffusionScheduler:
             return ms.calculate_denoised(sigma, model_output, x)
 
         def callback(d):
-            seen["denoised"] = d.get("denoised")
-            seen["x"] = d.get("x")
+            # copied now: a sampler may go on to change the very tensor it reports (A1111: x = denoised;
+            # x += σ·z, in place), and what was reported is what it was at this moment
+            seen["denoised"] = _snapshot(d.get("denoised"))
+            seen["x"] = _snapshot(d.get("x"))
 
         def noise_sampler(sigma, sigma_next):
             seen["noise_calls"] = seen.get("noise_calls", 0) + 1
             return diffusers_noise(model_output, generator, dtype=dt)
 
         sigmas = torch.tensor([s_i, s_next], dtype=torch.float32, device=sample.device)
-        out = self._factory.sampler(model, x_ve, sigmas, extra_args={}, callback=callback, disable=True,
-                                    noise_sampler=noise_sampler)
+        wrap = self._factory.wrap_model
+        handed = model if wrap is None else wrap(model, ms)
+        try:
+            out = self._factory.sampler(handed, x_ve, sigmas, extra_args={}, callback=callback, disable=True,
+                                        noise_sampler=noise_sampler)
+        except AttributeError as exc:
+            if wrap is None and "object has no attribute" in str(exc) and len(exc.args) == 1:
+                # the same AttributeError, its traceback kept (a crash inside step, not a refusal), with the way
+                # out named in its message
+                exc.args = (f"{exc.args[0]} (the sampler reaches into its model object, which is a bare function "
+                            "here: pass k_diffusion(..., wrap_model=...) to hand it the object it expects; "
+                            "adapters.comfyui_model for ComfyUI's sample_lcm)",)
+            raise
         self._index.step_index = i + 1
         if not isinstance(out, torch.Tensor):
             return StepOutput(out, seen.get("denoised"))
@@ -508,9 +537,12 @@ class KDiffusionScheduler:
 class KDiffusionFactory:
     """``factory(**config)`` for a k-diffusion-style sampler (``k_diffusion``)."""
 
-    def __init__(self, sampler, model_sampling, sigmas=None, concerns=None, name=None):
+    def __init__(self, sampler, model_sampling, sigmas=None, concerns=None, name=None, wrap_model=None):
         self.sampler, self.model_sampling, self.sigmas = sampler, model_sampling, sigmas
-        self.concerns = tuple(concerns) if concerns is not None else KDIFFUSION_CONCERNS
+        self.wrap_model = wrap_model
+        if concerns is None:
+            concerns = KDIFFUSION_CONCERNS if sigmas is None else KDIFFUSION_OWN_SCHEDULE_CONCERNS
+        self.concerns = tuple(concerns)
         self.name = name or getattr(sampler, "__qualname__", getattr(sampler, "__name__", repr(sampler)))
 
     def __call__(self, **config):
@@ -521,7 +553,7 @@ class KDiffusionFactory:
 
 
 def k_diffusion(sampler: Callable, model_sampling: Callable, *, sigmas: Optional[Callable] = None, concerns=None,
-                name: Optional[str] = None) -> KDiffusionFactory:
+                name: Optional[str] = None, wrap_model: Optional[Callable] = None) -> KDiffusionFactory:
     """Drive a k-diffusion-style sampler through a diffusers-``LCMScheduler``-like facade, so that conform can judge
     it (docs/design.md §9.4).
 
@@ -532,7 +564,15 @@ def k_diffusion(sampler: Callable, model_sampling: Callable, *, sigmas: Optional
     denoised (the port's code under test): ``timestep(sigma)`` (the t the model sees), ``calculate_input(sigma, x)``
     and ``calculate_denoised(sigma, model_output, x)`` — ComfyUI's model-sampling shape; raise
     ``NotImplementedError`` there for configs it cannot express (→ ``unsupported``).
-    ``lcm_ref.testbed.ksamplers`` has a reference sampler and model samplings.
+    ``lcm_ref.testbed.ksamplers`` has a reference sampler and model samplings; ``lcm_ref.testbed.ui_samplers`` a
+    ComfyUI-style and an A1111-style sampler with their own sigma schedules.
+
+    ``wrap_model(model, model_sampling)`` (optional): its return value is what the sampler receives as ``model``, for
+    a sampler that reaches into its model object rather than only calling it. ``model`` is the facade's callable
+    ``model(x, sigma, **extra) -> denoised``; ``model_sampling`` the object ``model_sampling(config)`` built.
+    ComfyUI's ``sample_lcm`` reads ``model.inner_model.model_patcher.get_model_object("model_sampling")``:
+    ``wrap_model=comfyui_model`` gives it that path. Without the hook such a sampler raises AttributeError inside
+    ``step`` on every step (the facade adds the hint to the message): a crash of the run, not a refusal.
 
     The facade: ``set_timesteps(...)`` takes diffusers' schedule from the reference (or ``sigmas(model_sampling, n)``,
     a port's own sigma schedule, ending in 0) and sets σ_t = √((1 − ᾱ_t)/ᾱ_t) from the float32 ᾱ and
@@ -541,10 +581,52 @@ def k_diffusion(sampler: Callable, model_sampling: Callable, *, sigmas: Optional
     without state across steps, as LCM's), reads ``denoised`` from the callback, draws the noise as diffusers does
     (``diffusers_noise``) when the sampler asks its noise sampler, and converts the result back,
     √ᾱ_next·(denoised + σ_next·z) = √ᾱ_next·denoised + √(1 − ᾱ_next)·z: exactly diffusers' prev_sample. Each
-    conversion is evaluated in float64 and rounded once to the sample's dtype.
+    conversion is evaluated in float64 and rounded once to the sample's dtype. Every tensor the sampler hands to the
+    callback is copied at once (a sampler may change it in place afterwards: A1111's ``x = denoised;
+    x += σ·z``).
 
-    ``factory.concerns`` is ``KDIFFUSION_CONCERNS``."""
-    return KDiffusionFactory(sampler, model_sampling, sigmas, concerns, name)
+    ``factory.concerns`` is ``KDIFFUSION_CONCERNS``, or ``KDIFFUSION_OWN_SCHEDULE_CONCERNS`` with ``sigmas=`` (a
+    sampler's own schedule takes n alone: no original steps override, strength or custom timesteps to judge)."""
+    return KDiffusionFactory(sampler, model_sampling, sigmas, concerns, name, wrap_model)
+
+
+def _snapshot(value):
+    """A copy of a tensor as it is now (anything else as is)."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+class _ComfyPatcher:
+    def __init__(self, model_sampling):
+        self._objects = {"model_sampling": model_sampling}
+
+    def get_model_object(self, name):
+        return self._objects[name]
+
+
+class _ComfyInner:
+    def __init__(self, model_sampling):
+        self.model_patcher = _ComfyPatcher(model_sampling)
+        self.model_sampling = model_sampling
+        self.inner_model = SimpleNamespace(model_sampling=model_sampling)     # the path of older releases
+
+
+class ComfyUIModel:
+    """What ComfyUI hands its samplers as ``model``, reduced to what an LCM sampler uses: callable as
+    ``model(x, sigma, **extra) -> denoised``, with ``inner_model.model_patcher.get_model_object("model_sampling")``
+    (and ``inner_model.model_sampling``, ``inner_model.inner_model.model_sampling``) giving the model-sampling
+    object. Built by ``comfyui_model``."""
+
+    def __init__(self, model, model_sampling):
+        self._model = model
+        self.inner_model = _ComfyInner(model_sampling)
+
+    def __call__(self, x, sigma, **extra):
+        return self._model(x, sigma, **extra)
+
+
+def comfyui_model(model, model_sampling) -> ComfyUIModel:
+    """``wrap_model`` for ComfyUI's samplers (``k_diffusion(sample_lcm, ..., wrap_model=comfyui_model)``)."""
+    return ComfyUIModel(model, model_sampling)
 
 
 # ---------------------------------------------------------------------------------------------------------------

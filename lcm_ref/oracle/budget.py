@@ -71,7 +71,8 @@ from ..numerics import to_f64, torch_dtype, unit_roundoff
 
 __all__ = ["U", "U_TABLE", "EPS32", "EPS64", "TABLES", "compound", "sqrt_err", "linspace_abs_err", "betas_rel_err",
            "table_unit_roundoff", "table_error_bound", "coefficient_errors", "step_bound", "scaled_step_bound",
-           "forward_bound", "alphas_cumprod_bound", "scalings_bound", "overflow_threshold"]
+           "forward_bound", "alphas_cumprod_bound", "scalings_bound", "betas_bound", "sqrt_tables_bound",
+           "overflow_threshold", "renoise_bound"]
 
 U = 2.0 ** -24          # float32 unit roundoff
 #: unit roundoff of the float32 tables diffusers' interface stores (point 1): the default table precision
@@ -203,6 +204,21 @@ def betas_rel_err(cfg):
     return np.full(T, U + F64_ALPHA_BAR)
 
 
+def _pre_rescale_errors(base):
+    """(e_alpha, E0): the relative error bounds of diffusers' float32 α = 1 − β and of its cumprod ᾱ (point 1), for
+    a config without zero-SNR rescale."""
+    beta = np.array(ref.betas(base))
+    e_beta = betas_rel_err(base)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # α' = float32(1 − β'): β's error seen relative to 1 − β, plus the rounding (≤ U: 1 − β' ≥ 0.5 has spacing
+        # U, so the absolute error is ≤ U/2 ≤ U·(1 − β); for β' > 0.5 the subtraction is exact, Sterbenz).
+        # β = 1 (trained betas only; float32(1) = 1): 1 − β = 0 exactly, ᾱ = 0 from there.
+        e_alpha = np.where(beta < 1, e_beta * beta / (1 - beta), 0.0) + U
+    # cumprod: t multiplications and the store, ≤ U each (CPU accumulates in float64: smaller, still covered).
+    E = np.expm1(np.cumsum(np.log1p(e_alpha)) + np.arange(1, len(beta) + 1) * np.log1p(U))
+    return e_alpha, E
+
+
 @functools.lru_cache(maxsize=512)
 def table_error_bound(cfg: LCMConfig, tables: str = "float32") -> np.ndarray:
     """E(t): a bound on the relative error of ᾱ_t (against the exact value); 0 where ᾱ_t is 0 exactly. Read-only
@@ -217,15 +233,7 @@ def table_error_bound(cfg: LCMConfig, tables: str = "float32") -> np.ndarray:
         E.setflags(write=False)
         return E
     base = cfg.replace(rescale_betas_zero_snr=False)
-    beta = np.array(ref.betas(base))
-    e_beta = betas_rel_err(base)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # α' = float32(1 − β'): β's error seen relative to 1 − β, plus the rounding (≤ U: 1 − β' ≥ 0.5 has spacing
-        # U, so the absolute error is ≤ U/2 ≤ U·(1 − β); for β' > 0.5 the subtraction is exact, Sterbenz).
-        # β = 1 (trained betas only; float32(1) = 1): 1 − β = 0 exactly, ᾱ = 0 from there.
-        e_alpha = np.where(beta < 1, e_beta * beta / (1 - beta), 0.0) + U
-    # cumprod: t multiplications and the store, ≤ U each (CPU accumulates in float64: smaller, still covered).
-    E = np.expm1(np.cumsum(np.log1p(e_alpha)) + np.arange(1, len(beta) + 1) * np.log1p(U))
+    e_alpha, E = _pre_rescale_errors(base)
     if cfg.rescale_betas_zero_snr:
         # per factor of the float32 cumprod: the rounded α (e_alpha) and its product (U); E is that prefix plus one
         # rounding of the entry itself, as _zero_snr_bound assumes
@@ -244,14 +252,8 @@ def _zero_snr_bound(cfg, base, eta, E0):
     α'' = 1 − β'; ᾱ'' = cumprod(α''): the ratios telescope, leaving ᾱ'_t's error plus, per factor, the division,
     the round trip (u + u·β'/α') and the product."""
     u = U_TABLE
-    r = np.sqrt(np.asarray(ref.alphas_cumprod(base)))
-    rT = r[-1]
-    tail = np.cumsum(eta[::-1])[::-1] - eta        # Σ_{t<i≤T−1} η_i
-    D = r - rT
+    rel_abar = _rescaled_abar_error(base, eta, E0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        relD = E0 / 2 + (r * u + rT * (tail / 2 + 2 * u)) / D + u
-        relg = E0[0] / 2 + u + relD[0] + u
-        rel_abar = 2 * (relD + relg + u) + u
         abar = np.asarray(ref.alphas_cumprod(cfg))
         a = np.concatenate([abar[:1], abar[1:] / abar[:-1]])
         nu = np.where(a > 0, 2 * u + u * np.abs(1 - a) / a, 0.0)
@@ -259,6 +261,58 @@ def _zero_snr_bound(cfg, base, eta, E0):
         E = rel_abar + np.cumsum(nu + u) + u
     E[-1] = 0.0                                    # ᾱ'[T−1] = 0 exactly: D_{T−1} = r − r = 0, then 0/·, 1 − 1
     return E
+
+
+def _rescaled_abar_error(base, eta, E0):
+    """The relative error bound of the rescaled ᾱ'_t = (D_t·g)² of ``_zero_snr_bound`` (before the ratios and the
+    second cumprod); infinite at T−1, where ᾱ' = 0 exactly."""
+    u = U_TABLE
+    r = np.sqrt(np.asarray(ref.alphas_cumprod(base)))
+    rT = r[-1]
+    tail = np.cumsum(eta[::-1])[::-1] - eta        # Σ_{t<i≤T−1} η_i
+    D = r - rT
+    with np.errstate(divide="ignore", invalid="ignore"):
+        relD = E0 / 2 + (r * u + rT * (tail / 2 + 2 * u)) / D + u
+        relg = E0[0] / 2 + u + relD[0] + u
+        return 2 * (relD + relg + u) + u
+
+
+def betas_bound(cfg: LCMConfig, tables="float32") -> np.ndarray:
+    """The largest |impl − ref| admitted for an exposed β table, per t (absolute), the reference's own ≤ 1 ulp
+    included as in ``alphas_cumprod_bound``.
+
+    "float64": the exact β rounded once (u_T). "float32" without zero-SNR: ``betas_rel_err`` (point 1). "float32"
+    with zero-SNR: diffusers forms β'_t = 1 − fl(ᾱ'_t/ᾱ'_{t−1}) (β'_0 = 1 − ᾱ'_0) from the rescaled ᾱ' of
+    ``_zero_snr_bound``, whose relative error is ≤ r_t (``_rescaled_abar_error``); the quotient errs by ≤ r_t ⊕
+    r_{t−1} ⊕ U relative (no cancellation of the shared prefix is claimed: an upper bound), so β' errs by ≤ α'·that
+    + U·β' (the subtraction's rounding); ᾱ'_{T−1} = 0 makes α'_{T−1} = 0 and β'_{T−1} = 1 exactly. Where β' is small
+    the subtraction amplifies α''s error by α'/β' (2·10⁻² relative at t = 0 for Stable Diffusion's betas): a valid
+    bound, loose by that cancellation, and only β' is affected (ᾱ, √ᾱ, √(1 − ᾱ) keep ``table_error_bound``)."""
+    beta = np.abs(np.asarray(ref.betas(cfg)))
+    u_t = table_unit_roundoff(tables)
+    if tables != "float32":
+        return (u_t + EPS64) * (1 + EPS64) * beta
+    base = cfg.replace(rescale_betas_zero_snr=False)
+    if not cfg.rescale_betas_zero_snr:
+        return (betas_rel_err(base) + EPS64) * (1 + EPS64) * beta
+    e_alpha, E0 = _pre_rescale_errors(base)
+    r = _rescaled_abar_error(base, e_alpha + U, E0)
+    alpha = 1 - beta
+    with np.errstate(invalid="ignore"):
+        e_ratio = np.concatenate([r[:1], compound(r[1:], r[:-1], U)])
+        err = np.where(alpha > 0, alpha * e_ratio, 0.0) + U * beta
+    err[-1] = 0.0                                  # β'[T−1] = 1 exactly
+    return (err + EPS64 * beta) * (1 + EPS64)
+
+
+def sqrt_tables_bound(cfg: LCMConfig, tables="float32"):
+    """(bound of √ᾱ, bound of √(1 − ᾱ)) per t, absolute: the tables formed from ᾱ (relative error E(t), table
+    precision ``tables``) with one more rounding u_T each (point 2's ``_sqrt_errors`` with u_c = u_T), plus the
+    reference's own ≤ 1 ulp, as in ``alphas_cumprod_bound``."""
+    abar = np.asarray(ref.alphas_cumprod(cfg))
+    rho_sa, rho_s1a = _sqrt_errors(abar, table_error_bound(cfg, tables), table_unit_roundoff(tables))
+    sa, s1a = np.sqrt(abar), np.sqrt(1 - abar)
+    return (rho_sa + EPS64) * (1 + EPS64) * sa, (rho_s1a + EPS64) * (1 + EPS64) * s1a
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -354,6 +408,22 @@ def step_bound(cfg: LCMConfig, model_output, timestep, sample, noise=None, *, sc
         bound_prev = (c * bound_den + c * terms.denoised * rho_c + d * np.abs(z) * rho_d
                       + _gamma(3, u) * terms.prev_sample + 3 * _eta(dtype))
     return _with_float32_parts(cfg, m, t, x, sched, step_index, n, dtype, terms, bound_den, bound_prev, tables)
+
+
+def renoise_bound(cfg: LCMConfig, denoised, noise, t_prev, *, dtype=torch.float32, tables="float32"):
+    """The largest |prev − (c·D + d·z)| admitted for re-noising a given denoised D (the implementation's own) with
+    z, c = √ᾱ_prev, d = √(1 − ᾱ_prev) correctly rounded: point 5 with D's own magnitude in place of the exact
+    denoised's, c·|D|·ρ_c + d·|z|·ρ_d + γ(3)·(c·|D| + d·|z|) + 3η(D), plus the reference's own error on c and d
+    (REF_OWN relative). Sized on D itself, so a wrong denoised re-noised correctly stays within it: an error of
+    denoised is judged once, in concern denoised (docs/design.md §9.1)."""
+    u = _u(dtype)
+    D, z = np.abs(to_f64(denoised)), np.abs(to_f64(noise))
+    c, d = ref.noise_coefficients(cfg, t_prev)
+    rho_c, rho_d = _renoise_errors(cfg, t_prev, dtype, tables)
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = c * D + d * z
+        bound = c * D * rho_c + d * z * rho_d + (_gamma(3, u) + REF_OWN) * terms + 3 * _eta(dtype)
+    return _finite_or_inf(bound)
 
 
 def overflow_threshold(dtype) -> float:
@@ -467,7 +537,6 @@ def scaled_step_bound(cfg, model_output, timestep, sample, *, schedule, step_ind
         k_prev = np.maximum(compound(k_den, c_a, U, U), compound(c_b, U, U))
     own = REF_OWN / EPS32
     return k_prev / EPS32 + own, k_den / EPS32 + own
-
 
 
 def _threshold_err(cfg, model_output, t, sample, e_x0):

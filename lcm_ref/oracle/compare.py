@@ -41,8 +41,8 @@ from ..errors import LCMRefError, StrictError
 from ..numerics import dtype_name, eps, to_f64
 
 __all__ = ["hypothesis_seed", "source_independent_draws", "round_to", "accepted_interval", "Comparison", "compare_values", "call",
-           "exceptions_match", "step_outputs", "impl_path", "abbreviate", "ABBREVIATE_OVER", "load_factory", "load_impl",
-           "implementation_info"]
+           "exceptions_match", "step_outputs", "impl_path", "cwd_importable", "abbreviate", "ABBREVIATE_OVER",
+           "load_factory", "implementation_info"]
 
 #: binary formats below float64: (significand bits p with the implicit bit, smallest normal exponent, largest
 #: finite value). bfloat16 has float32's exponent range and 8 significand bits.
@@ -290,6 +290,26 @@ def abbreviate(value, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def load_factory(path: str):
+    """``module:attr`` (or ``module.attr``) -> the object, imported from the current directory first (as pytest's
+    rootdir does: a port next to the user's shell is found without installing it); a clear LCMRefError if it cannot
+    be imported."""
+    if ":" in path:
+        mod, _, attr = path.partition(":")
+    else:
+        mod, _, attr = path.rpartition(".")
+    if not mod or not attr:
+        raise LCMRefError("impl", path, "module:attr, e.g. diffusers:LCMScheduler")
+    cwd_importable()
+    try:
+        obj = importlib.import_module(mod)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise LCMRefError("impl", path, "an importable module:attr", detail=str(e)) from None
+    return obj
+
+
 def impl_path(factory) -> Optional[str]:
     """``module:qualname`` of a factory importable under that name (so a reproduction can name it), else None."""
     if isinstance(factory, str):
@@ -308,36 +328,8 @@ def impl_path(factory) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Naming an implementation: import it, and say which package and version it comes from
+# Naming an implementation: which package and version it comes from
 # ---------------------------------------------------------------------------------------------------------------
-
-def load_factory(path: str):
-    """``module:attr`` (or ``module.attr``) -> the object; a clear LCMRefError if it cannot be imported."""
-    if ":" in path:
-        mod, _, attr = path.partition(":")
-    else:
-        mod, _, attr = path.rpartition(".")
-    if not mod or not attr:
-        raise LCMRefError("impl", path, "module:attr, e.g. diffusers:LCMScheduler")
-    try:
-        obj = importlib.import_module(mod)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise LCMRefError("impl", path, "an importable module:attr", detail=str(e)) from None
-    return obj
-
-
-def load_impl(path: str):
-    """``load_factory(path)`` with the current directory first on ``sys.path``, as pytest's rootdir does: what the
-    command line uses for IMPL (``lcm-ref conform``, ``lcm-ref check``, ``lcm-ref vectors check --impl``) and the
-    pytest front end, so that ``my_port:Scheduler`` is found in the folder the command runs in. The directory stays
-    on the path (the implementation's own imports may need it)."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    return load_factory(path)
-
 
 #: attributes through which lcm_ref's adapters and the standard wrappers hold the implementation they drive
 _WRAPPED = ("__wrapped__", "func", "cls", "factory", "sampler")
@@ -393,3 +385,13 @@ def implementation_info(factory) -> dict:
             except metadata.PackageNotFoundError:
                 continue
     return {"package": top, "version": version}
+
+
+def cwd_importable() -> None:
+    """Let ``module:attr`` resolve against the current directory first, as pytest's rootdir does: the CLI commands
+    that import an implementation (``lcm-ref conform``, ``check``, ``vectors check --impl``) go through
+    ``load_factory``, which calls this.
+    An interpreter started with ``python -m`` or an empty entry already has it ("" on sys.path)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)

@@ -4,8 +4,8 @@ Each mutant subclasses diffusers' ``LCMScheduler`` and changes one thing, and na
 concern(s) it breaks (docs/design.md §9.2, §9.5); ``CONFORM`` holds the settings it needs to show (a dtype, a table
 precision), if any.
 
-- ``MUTANTS``: the classic bugs. ``lcm_ref.oracle.check`` with its default budget must raise ``OracleMismatch`` on
-  every one (``tests/test_mutants.py``), and ``conform`` must fail each in its ``CONCERN`` (``tests/test_conform.py``).
+- ``MUTANTS``: the classic bugs. ``check`` (conform's fail-fast mode) must raise ``OracleMismatch`` on every one
+  (``tests/test_mutants.py``), and ``conform`` must fail each in exactly its ``CONCERN`` (``tests/test_conform.py``).
 - ``CONFORM_MUTANTS``: bug classes ``check`` cannot see or cannot place (a port that ignores the generator, float32
   tables in a float64 port, the pre-0.32 ``previous_timestep``, object state, output dtype): ``conform`` must fail
   each in its ``CONCERN``.
@@ -28,10 +28,13 @@ import time
 import numpy as np
 import torch
 from diffusers import LCMScheduler
+
+from .concerns import CONCERNS as CONCERN_NAMES
 from diffusers.schedulers.scheduling_lcm import LCMSchedulerOutput
 
 __all__ = ["MUTANTS", "CONFORM_MUTANTS", "NEGATIVE_CONTROLS", "ALL_MUTANTS", "kill_table", "concern_table",
-           "format_concern_table", "expected_concerns", "main"]
+           "format_concern_table", "expected_concerns", "design_table", "read_design_table", "write_design_table",
+           "main"]
 
 
 def _scalings(timestep, timestep_scaling, sigma_data):
@@ -64,7 +67,7 @@ class _StepMutant(LCMScheduler):
 class SigmaData(LCMScheduler):
     """σ_data = 1 in the boundary scalings instead of 0.5 (c_skip, c_out of the wrong consistency model)."""
 
-    CONCERN = ("denoised", "tables")
+    CONCERN = ("denoised", "clip_threshold", "tables")
 
     def get_scalings_for_boundary_condition_discrete(self, timestep):
         return _scalings(timestep, self.config.timestep_scaling, 1.0)
@@ -73,7 +76,7 @@ class SigmaData(LCMScheduler):
 class NoCSkip(LCMScheduler):
     """denoised = c_out·x0 (the skip connection c_skip·x is dropped)."""
 
-    CONCERN = ("denoised", "tables")
+    CONCERN = ("denoised", "clip_threshold", "tables")
 
     def get_scalings_for_boundary_condition_discrete(self, timestep):
         c_skip, c_out = super().get_scalings_for_boundary_condition_discrete(timestep)
@@ -83,7 +86,7 @@ class NoCSkip(LCMScheduler):
 class NoCOut(LCMScheduler):
     """denoised = x0 + c_skip·x (c_out taken as 1)."""
 
-    CONCERN = ("denoised", "tables")
+    CONCERN = ("denoised", "clip_threshold", "tables")
 
     def get_scalings_for_boundary_condition_discrete(self, timestep):
         c_skip, c_out = super().get_scalings_for_boundary_condition_discrete(timestep)
@@ -93,7 +96,7 @@ class NoCOut(LCMScheduler):
 class ScalingIgnored(LCMScheduler):
     """timestep_scaling ignored: the scalings always use the default 10."""
 
-    CONCERN = ("tables", "denoised")
+    CONCERN = ("tables", "denoised", "clip_threshold")
 
     def get_scalings_for_boundary_condition_discrete(self, timestep):
         return _scalings(timestep, 10.0, 0.5)
@@ -152,7 +155,7 @@ class StrideSelection(LCMScheduler):
     """The original LCM pipeline's selection ``origin[::-(L//n)][:n]`` (n=4: 999, 759, 519, 279) instead of
     diffusers' floor(linspace) (999, 759, 499, 259)."""
 
-    CONCERN = "timesteps"
+    CONCERN = ("timesteps", "original_inference_steps", "strength")
 
     def set_timesteps(self, num_inference_steps=None, device=None, original_inference_steps=None, timesteps=None,
                       strength=1.0):
@@ -181,7 +184,7 @@ class StrengthRounding(LCMScheduler):
 class Float16Tables(LCMScheduler):
     """ᾱ stored in float16 (rounded from the float32 table)."""
 
-    CONCERN = "tables"
+    CONCERN = ("tables", "denoised", "prev_sample", "clip_threshold", "add_noise", "get_velocity")
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -191,7 +194,7 @@ class Float16Tables(LCMScheduler):
 class VPredictionSign(LCMScheduler):
     """v-prediction's x0 with the wrong sign: √ᾱ·x + √(1−ᾱ)·v."""
 
-    CONCERN = "denoised"
+    CONCERN = ("denoised", "clip_threshold")
 
     def step(self, model_output, timestep, sample, generator=None, return_dict=True):
         if self.config.prediction_type == "v_prediction":
@@ -202,7 +205,7 @@ class VPredictionSign(LCMScheduler):
 class BetaProdNoSqrt(_StepMutant):
     """epsilon's x0 = (x − (1−ᾱ)·ε)/√ᾱ: the square root of 1 − ᾱ forgotten."""
 
-    CONCERN = "denoised"
+    CONCERN = ("denoised", "clip_threshold")
 
     def step(self, model_output, timestep, sample, generator=None, return_dict=True):
         if self.config.prediction_type == "epsilon":
@@ -293,7 +296,7 @@ class MissingStepCountCheck(LCMScheduler):
 class ZeroSNRIgnored(LCMScheduler):
     """rescale_betas_zero_snr accepted but not applied."""
 
-    CONCERN = "tables"
+    CONCERN = ("tables", "denoised", "prev_sample", "clip_threshold", "add_noise", "get_velocity")
 
     def __init__(self, **kwargs):
         zero_snr = kwargs.pop("rescale_betas_zero_snr", False)
@@ -391,6 +394,72 @@ class OutputDtype(LCMScheduler):
         return LCMSchedulerOutput(prev_sample=prev, denoised=den) if return_dict else (prev, den)
 
 
+class ScaleModelInputCIn(LCMScheduler):
+    """scale_model_input applies k-diffusion's c_in = 1/√(σ² + 1) instead of returning the sample unchanged."""
+
+    CONCERN = "interface"
+
+    def scale_model_input(self, sample, timestep=None):
+        t = int(timestep.item()) if isinstance(timestep, torch.Tensor) else int(timestep)
+        abar = float(self.alphas_cumprod[t])
+        return sample * abar ** 0.5        # 1/√(σ² + 1) = √ᾱ
+
+
+class InitNoiseSigmaVE(LCMScheduler):
+    """init_noise_sigma is the VE σ_max = √((1 − ᾱ_T)/ᾱ_T) (as Euler-family schedulers set it) instead of 1."""
+
+    CONCERN = "interface"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        abar = max(float(self.alphas_cumprod[-1]), 2.0 ** -24)     # zero-SNR: ᾱ_T = 0
+        self.init_noise_sigma = ((1 - abar) / abar) ** 0.5
+
+
+class OrderTwo(LCMScheduler):
+    """order = 2 (a second-order solver's value): pipelines count the warm-up steps wrong, and diffusers' own
+    strength truncation of custom timesteps (timesteps[t_start·order:]) cuts twice as many."""
+
+    CONCERN = ("interface", "custom_timesteps")
+    order = 2
+
+
+class TupleWithoutDenoised(LCMScheduler):
+    """step(..., return_dict=False) returns (prev_sample,) only, so the LCM pipelines' `latents, denoised = ...`
+    breaks."""
+
+    CONCERN = "interface"
+
+    def step(self, model_output, timestep, sample, generator=None, return_dict=True):
+        out = super().step(model_output, timestep, sample, generator=generator, return_dict=return_dict)
+        return out if return_dict else (out[0],)
+
+
+class BeginIndexNotReported(LCMScheduler):
+    """begin_index always reads None: set_begin_index is honoured by step, but a pipeline cannot see it."""
+
+    CONCERN = "interface"
+
+    @property
+    def begin_index(self):
+        return None
+
+    def _init_step_index(self, timestep):
+        if self._begin_index is None:
+            super()._init_step_index(timestep)
+        else:
+            self._step_index = self._begin_index
+
+
+class LenInferenceSteps(LCMScheduler):
+    """len(scheduler) is the number of inference steps instead of num_train_timesteps."""
+
+    CONCERN = "interface"
+
+    def __len__(self):
+        return self.num_inference_steps or 0
+
+
 class Float64Tables(LCMScheduler):
     """A correct float64 port: ᾱ the reference's correctly rounded float64 table, c_skip and c_out in float64 from
     an integer timestep (negative control: passes under tables="float64")."""
@@ -419,7 +488,7 @@ class Float32Tables(Float64Tables):
     """A float64 port that keeps float32 tables: ᾱ, c_skip and c_out rounded to float32 (diffusers' own precision,
     allowed by tables="float32", wrong under tables="float64")."""
 
-    CONCERN = "tables"
+    CONCERN = ("tables", "denoised", "prev_sample", "clip_threshold", "add_noise", "get_velocity")
     CONFORM = {"dtype": "float64", "tables": "float64"}
 
     def _abar64(self):
@@ -455,49 +524,40 @@ MUTANTS = {cls.__name__: cls for cls in (
     FinalAlphaAtZero, AddNoiseNoSqrt, VelocitySign, MissingStepCountCheck, ZeroSNRIgnored)}
 #: bug classes only conform places (name -> class)
 CONFORM_MUTANTS = {cls.__name__: cls for cls in (
-    GeneratorIgnored, NumpyNoise, NoiseFloat32, OldPreviousTimestep, StaleStepIndex, OutputDtype, Float32Tables)}
+    GeneratorIgnored, NumpyNoise, NoiseFloat32, OldPreviousTimestep, StaleStepIndex, OutputDtype, Float32Tables,
+    ScaleModelInputCIn, InitNoiseSigmaVE, OrderTwo, TupleWithoutDenoised, BeginIndexNotReported, LenInferenceSteps)}
 #: correct ports in an unusual shape: conform must fail none of their concerns
 NEGATIVE_CONTROLS = {cls.__name__: cls for cls in (NoDenoised, Float64Tables)}
 ALL_MUTANTS = {**MUTANTS, **CONFORM_MUTANTS, **NEGATIVE_CONTROLS}
 
 
-def _kill(cls, dtype, max_examples, explicit):
-    """(killed, quantity, at which example, seconds) of one ``check`` run without shrinking."""
-    from .check import DEFAULT_MAX_EXAMPLES, OracleMismatch, check
+def _kill(cls, dtype, examples):
+    """(killed, concern, failing examples / examples, seconds) of one ``check`` run without shrinking."""
+    from .conform import OracleMismatch, check
 
     t0 = time.perf_counter()
     try:
-        report = check(cls, dtype=dtype, max_examples=max_examples or DEFAULT_MAX_EXAMPLES, shrink=False,
-                       explicit=explicit)
-        return False, "-", f"survived {report.examples}", time.perf_counter() - t0
+        check(cls, dtype=dtype, examples=examples, shrink=False)
+        return False, "-", "survived", time.perf_counter() - t0
     except OracleMismatch as e:
-        at = e.examples if isinstance(e.examples, str) else f"example {e.examples}"
-        return True, e.quantity, at, time.perf_counter() - t0
+        r = e.result
+        return True, e.quantity, f"{r.failing_examples}/{r.examples} examples", time.perf_counter() - t0
 
 
-def kill_table(max_examples=None, *, dtype=torch.float32, names=None, hypothesis_only=True):
-    """Run ``check`` (default budget, no shrinking) on each mutant. Rows: (name, killed, quantity, where,
-    seconds) and, with ``hypothesis_only``, the same for the hypothesis draws alone (``explicit=False``): how
-    much the canonical examples are needed."""
-    rows = []
-    for name in names or MUTANTS:
-        row = (name,) + _kill(MUTANTS[name], dtype, max_examples, True)
-        if hypothesis_only:
-            row += _kill(MUTANTS[name], dtype, max_examples, False)
-        rows.append(row)
-    return rows
+def kill_table(examples=None, *, dtype=torch.float32, names=None):
+    """Run ``check`` (conform's fail-fast mode, default examples, no shrinking) on each mutant of ``MUTANTS``.
+    Rows: (name, killed, concern, failing examples, seconds)."""
+    return [(name,) + _kill(MUTANTS[name], dtype, examples) for name in names or MUTANTS]
 
 
 def format_table(rows) -> str:
     killed = sum(r[1] for r in rows)
-    alone = sum(r[5] for r in rows if len(r) > 5)
-    lines = [f"kill rate: {killed}/{len(rows)} with check()'s default budget"
-             + (f"; {alone}/{len(rows)} by the hypothesis draws alone (explicit=False)" if len(rows[0]) > 5 else ""),
-             "", "| mutant | what it gets wrong | killed | by | at | hypothesis alone |", "|---|---|---|---|---|---|"]
+    lines = [f"kill rate: {killed}/{len(rows)} with check() (conform's fail-fast mode, default budget)", "",
+             "| mutant | what it gets wrong | killed | first failing concern | failing examples |",
+             "|---|---|---|---|---|"]
     for r in rows:
         doc = " ".join((MUTANTS[r[0]].__doc__ or "").split()).split(". ")[0].rstrip(".")
-        alone = (f"{r[7]}" if r[5] else "survived") if len(r) > 5 else ""
-        lines.append(f"| {r[0]} | {doc} | {'yes' if r[1] else '**NO**'} | {r[2]} | {r[3]} | {alone} |")
+        lines.append(f"| {r[0]} | {doc} | {'yes' if r[1] else '**NO**'} | {r[2]} | {r[3]} |")
     return "\n".join(lines)
 
 
@@ -517,7 +577,13 @@ def concern_table(names=None, *, examples=None, all_concerns=True):
     from .conform import conform
 
     rows = []
-    for name in names or ALL_MUTANTS:
+    names = list(names or ALL_MUTANTS)
+    try:
+        from tqdm import tqdm
+        names = tqdm(names, desc="mutants", unit="mutant", leave=False)
+    except ImportError:
+        pass
+    for name in names:
         cls = ALL_MUTANTS[name]
         expected = expected_concerns(cls)
         settings = dict(getattr(cls, "CONFORM", None) or {})
@@ -525,7 +591,7 @@ def concern_table(names=None, *, examples=None, all_concerns=True):
         report = conform(cls, examples=examples, concerns=None if all_concerns or not expected else list(expected),
                          impl=f"{__name__}:{name}", **settings)
         failing = [c.concern for c in report.concerns if c.verdict == "fail"]
-        caught = all(c in failing for c in expected) and (bool(expected) or not failing)
+        caught = set(failing) == set(expected)       # its concerns, and no other (one deviation, one concern)
         cause = next((report[c].likely_cause for c in expected if c in failing), None)
         first = report[expected[0]] if expected else None
         rows.append({"mutant": name, "bug": " ".join((cls.__doc__ or "").split()).split(". ")[0].rstrip("."),
@@ -551,6 +617,44 @@ def format_concern_table(rows) -> str:
     return "\n".join(lines)
 
 
+#: the markers around the generated table in docs/design.md §9.5
+DESIGN_BEGIN = "<!-- mutant table: generated by python -m lcm_ref.oracle.mutants --concerns --design docs/design.md -->"
+DESIGN_END = "<!-- end of mutant table -->"
+
+
+def design_table(rows) -> str:
+    """The rows of ``concern_table`` (every concern, default examples) as docs/design.md §9.5's table."""
+    lines = [DESIGN_BEGIN, "", f"Measured by `concern_table()`: all {len(CONCERN_NAMES)} concerns, default example "
+             "counts, each mutant with its settings. `caught` means the failing concerns are exactly `CONCERN`.", "",
+             "| mutant | bug | settings | fails (= `CONCERN`) | caught | likely cause reported |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mutant']} | {r['bug']} | {r['settings']} | {r['failing']} | "
+                     f"{'yes' if r['caught'] else '**no**'} | {r['likely_cause'] or '—'} |")
+    return "\n".join(lines + ["", DESIGN_END])
+
+
+def read_design_table(text: str) -> dict:
+    """mutant -> the set of concerns docs/design.md's generated table says it fails (test_conform holds it to
+    ``CONCERN``)."""
+    body = text[text.index(DESIGN_BEGIN):text.index(DESIGN_END)]
+    out = {}
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] in ALL_MUTANTS:
+            out[cells[0]] = set() if cells[3] == "none" else set(cells[3].split(", "))
+    return out
+
+
+def write_design_table(path, rows) -> None:
+    """Replace the generated table in the design document ``path`` (atomically)."""
+    from ..numerics import write_atomic
+
+    text = open(path, encoding="utf-8").read()
+    a, b = text.index(DESIGN_BEGIN), text.index(DESIGN_END) + len(DESIGN_END)
+    write_atomic(path, text[:a] + design_table(rows) + text[b:])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lcm_ref.oracle.mutants",
                                 description="kill table of the oracle's mutants (check), or with --concerns the "
@@ -558,10 +662,14 @@ def main(argv=None) -> int:
     p.add_argument("--examples", type=int, default=None)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--concerns", action="store_true", help="the mutant -> concern table of conform")
+    p.add_argument("--design", metavar="FILE", default=None,
+                   help="with --concerns: also write the table into FILE (docs/design.md §9.5, between its markers)")
     args = p.parse_args(argv)
     if args.concerns:
         rows = concern_table(examples=args.examples)
         print(format_concern_table(rows))
+        if args.design:
+            write_design_table(args.design, rows)
         return 0 if all(r["caught"] for r in rows) else 1
     rows = kill_table(args.examples, dtype=getattr(torch, args.dtype))
     print(format_table(rows))

@@ -190,7 +190,7 @@ def _custom_timesteps(draw, T, origin):
 
 @st.composite
 def schedule_requests(draw, cfg: LCMConfig, *, profile: str = "diffusers", quirks: Optional[bool] = None,
-                      errors: bool = True, max_steps: int = 8) -> dict:
+                      errors: bool = True, max_steps: int = 8, allow=None) -> dict:
     """A ``set_timesteps`` request for ``cfg`` and how a run uses it, as a dict:
 
     ``num_inference_steps``, ``original_inference_steps``, ``timesteps`` (custom), ``strength`` (the
@@ -200,26 +200,30 @@ def schedule_requests(draw, cfg: LCMConfig, *, profile: str = "diffusers", quirk
     past the end: quirk 5, only with quirks) and ``kind`` (what the draw probes).
 
     ``errors`` adds requests diffusers rejects with a ValueError (both/neither of n and timesteps, orig > T,
-    n > T, n > int(orig·strength), custom timesteps not descending or starting at >= T)."""
+    n > T, n > int(orig·strength), custom timesteps not descending or starting at >= T). ``allow`` (None: all)
+    is the set of set_timesteps keywords the implementation accepts (``support.REQUEST_PROBES``): a request never
+    uses one outside it. One n-request in eight draws n up to the whole grid, not only up to ``max_steps``."""
     quirks = (profile == "strict") if quirks is None else quirks
+    allow = REQUEST_KEYWORDS if allow is None else allow
     T, orig = cfg.num_train_timesteps, cfg.original_inference_steps
     req = dict(num_inference_steps=None, original_inference_steps=None, timesteps=None, strength=None,
                start=0, begin_index=False, timestep_as="tensor", extra_steps=0, kind="n")
     # weights in percent: n 60, custom 25, error 15 (quirk takes 15 of n's share when quirks are on)
     roll = draw(st.integers(0, 99), label="request kind roll")
     kind = ("error" if errors and roll >= 85 else "quirk" if quirks and roll < 15 else
-            "custom" if roll >= 60 else "n")
+            "custom" if roll >= 60 and "timesteps" in allow else "n")
     req["kind"] = kind
-    if draw(st.integers(0, 3), label="override orig roll") == 0:
+    if draw(st.integers(0, 3), label="override orig roll") == 0 and "original_inference_steps" in allow:
         orig = draw(st.integers(1, T), label="original_inference_steps")
         req["original_inference_steps"] = orig
-    strength = draw(_strengths(orig), label="strength")
+    strength = draw(_strengths(orig), label="strength") if "strength" in allow else 1.0
     L = int(orig * strength)
     k = T // orig
     origin = np.arange(1, L + 1) * k - 1
 
     if kind == "n":
-        req["num_inference_steps"] = draw(st.integers(1, min(L, max_steps)), label="num_inference_steps")
+        top = L if draw(st.integers(0, 7), label="whole-grid roll") == 0 else min(L, max_steps)
+        req["num_inference_steps"] = draw(st.integers(1, top), label="num_inference_steps")
         req["strength"] = strength if strength != 1.0 else None
     elif kind == "custom":
         req["timesteps"] = _custom_timesteps(draw, T, origin)
@@ -286,13 +290,15 @@ def _quirk_request(draw, req, cfg, T, orig, origin):
         req["timesteps"] = []
 
 
+#: the set_timesteps keywords a request may use besides num_inference_steps (``allow`` of the request strategies)
+REQUEST_KEYWORDS = frozenset({"original_inference_steps", "strength", "timesteps"})
 #: what ``concern_requests`` draws for each schedule concern of docs/design.md §9.2
 REQUEST_CONCERNS = ("timesteps", "original_inference_steps", "strength", "custom_timesteps", "errors")
 
 
 @st.composite
 def concern_requests(draw, cfg: LCMConfig, concern: str, *, profile: str = "diffusers",
-                     quirks: Optional[bool] = None, max_steps: int = 64) -> dict:
+                     quirks: Optional[bool] = None, max_steps: int = 64, allow=None) -> dict:
     """A ``set_timesteps`` request (the dict of ``schedule_requests``) aimed at one schedule concern:
 
     - ``timesteps``: ``num_inference_steps`` alone, 1…min(orig, ``max_steps``), the config's own orig;
@@ -303,7 +309,9 @@ def concern_requests(draw, cfg: LCMConfig, concern: str, *, profile: str = "diff
     - ``custom_timesteps``: custom lists on and off the grid, one in four cut by a strength, one in six invalid
       (not descending, or starting at ≥ T: ValueError);
     - ``errors``: requests diffusers rejects (as ``schedule_requests(errors=True)``), plus, with ``quirks`` (the
-      default for the strict profile), the quirk inputs of docs/design.md §6."""
+      default for the strict profile), the quirk inputs of docs/design.md §6.
+
+    ``allow``: as ``schedule_requests`` (the per-call original_inference_steps is drawn only where allowed)."""
     if concern not in REQUEST_CONCERNS:
         raise ValueError(f"concern={concern!r} is not one of {REQUEST_CONCERNS}")
     quirks = (profile == "strict") if quirks is None else quirks
@@ -313,7 +321,8 @@ def concern_requests(draw, cfg: LCMConfig, concern: str, *, profile: str = "diff
     if concern == "timesteps":
         req["num_inference_steps"] = draw(st.integers(1, min(orig, max_steps)), label="num_inference_steps")
     elif concern == "original_inference_steps":
-        if draw(st.integers(0, 3), label="override roll") > 0:
+        if draw(st.integers(0, 3), label="override roll") > 0 and (allow is None or
+                                                                    "original_inference_steps" in allow):
             orig = draw(st.one_of(st.integers(1, T), st.sampled_from(sorted({1, 3, 4, 7, 8, 30, 50, 64, T} & set(
                 range(1, T + 1))))), label="original_inference_steps")
             req["original_inference_steps"] = orig

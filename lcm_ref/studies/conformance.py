@@ -69,7 +69,7 @@ DTYPES = ("float32", "float16")
 #: torch)
 CONCERNS = ("config", "timesteps", "original_inference_steps", "strength", "custom_timesteps", "tables", "denoised",
             "prev_sample", "final_step", "noise", "dtype", "clip_threshold", "add_noise", "get_velocity",
-            "previous_timestep", "errors", "state")
+            "previous_timestep", "errors", "state", "interface")
 VERDICTS = ("pass", "fail", "inconclusive", "unsupported", "not_observable", "n/a")
 #: cell of a concern that was not run because it does not apply to the implementation (with the reason, below)
 NOT_APPLICABLE = "n/a"

@@ -7,7 +7,9 @@ k-diffusion samplers work in the variance-exploding variable x_VE = x_VP/√ᾱ_
 these coordinates: denoised = c_out·x0 + c_skip·x_VP (diffusers), then x_VE' = denoised + σ_next·z, which is
 √ᾱ_next·denoised + √(1 − ᾱ_next)·z in VP coordinates — diffusers' prev_sample exactly.
 
-- ``sample_lcm``: the sampler loop (``sampler(model, x, sigmas, extra_args, callback, disable, noise_sampler)``).
+- ``lcm_loop``: the σ-space loop, with the re-noising as a parameter (``lcm_ref.testbed.ui_samplers`` builds the
+  ComfyUI-style and A1111-style samplers on it); ``sample_lcm``: the loop as a k-diffusion sampler
+  (``sampler(model, x, sigmas, extra_args, callback, disable, noise_sampler)``).
 - ``LCMModelSampling(config, c_skip_on="vp")``: the boundary condition as diffusers applies it, c_skip times the VP
   sample x_VE/√(σ² + 1) — conforms.
 - ``LCMModelSampling(config, c_skip_on="ve")``: c_skip times x_VE, as the ComfyUI-style ports do: the skip term is
@@ -28,18 +30,23 @@ import torch
 from .. import reference as ref
 from ..config import LCMConfig
 
-__all__ = ["sample_lcm", "LCMModelSampling", "lcm_model_sampling"]
+__all__ = ["lcm_loop", "sample_lcm", "LCMModelSampling", "lcm_model_sampling"]
 
 
-def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """LCM's multistep sampling in σ space: for each i, denoised = model(x, σ_i), report it through ``callback``,
-    then x = denoised, re-noised to σ_{i+1} with ``noise_sampler(σ_i, σ_{i+1})`` unless σ_{i+1} = 0. Returns the
-    last x. ``noise_sampler`` defaults to ``torch.randn_like(x)`` (the global generator); ``disable`` (progress bar)
-    is accepted for the k-diffusion signature and ignored."""
+def lcm_loop(model, x, sigmas, *, extra_args=None, callback=None, noise_sampler=None, renoise=None):
+    """The σ-space LCM loop every k-diffusion-style LCM sampler shares: for each i, denoised = model(x, σ_i·ones(B)),
+    report it through ``callback({"x", "i", "sigma", "sigma_hat", "denoised"})``, then x = denoised, re-noised to
+    σ_{i+1} by ``renoise(x, σ_{i+1}, noise_sampler(σ_i, σ_{i+1}))`` unless σ_{i+1} = 0. Returns the last x.
+
+    ``renoise`` is where the samplers differ (default: ``x + σ_{i+1}·z``, a new tensor); ``noise_sampler`` defaults
+    to ``torch.randn_like(x)`` (the global generator)."""
     extra_args = {} if extra_args is None else extra_args
     if noise_sampler is None:
         def noise_sampler(sigma, sigma_next):
             return torch.randn_like(x)
+    if renoise is None:
+        def renoise(x, sigma_next, z):
+            return x + sigma_next * z
     batch_ones = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -48,8 +55,14 @@ def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, n
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         x = denoised
         if sigma_next > 0:
-            x = x + sigma_next * noise_sampler(sigma, sigma_next)
+            x = renoise(x, sigma_next, noise_sampler(sigma, sigma_next))
     return x
+
+
+def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """LCM's multistep sampling in σ space (``lcm_loop`` with x = denoised + σ_{i+1}·z, out of place), in the
+    k-diffusion sampler signature; ``disable`` (progress bar) is accepted and ignored."""
+    return lcm_loop(model, x, sigmas, extra_args=extra_args, callback=callback, noise_sampler=noise_sampler)
 
 
 class LCMModelSampling:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import LCMConfig
+from .traps import strength_float32
 
-__all__ = ["DEFAULT", "TRAINED", "TABLE_CONFIGS", "STEP_GROUPS", "FORWARD_CONFIGS", "trained_betas", "config_flags",
+__all__ = ["DEFAULT", "TRAINED", "GRID_TRAPS", "STRENGTH_TRAPS", "TWO_CALLS", "TABLE_CONFIGS", "STEP_GROUPS",
+           "FORWARD_CONFIGS", "trained_betas", "config_flags", "timesteps_concerns", "step_concerns",
            "timesteps_groups", "table_probes", "table_flags", "step_flags", "error_flags", "forward_timesteps"]
 
 
@@ -52,36 +54,73 @@ def config_flags(cfg: LCMConfig) -> list:
 # timesteps.json
 # ---------------------------------------------------------------------------------------------------------------
 
-def _case(req, comment, flags=(), profile="diffusers"):
-    return dict(req=req, comment=comment, flags=list(flags), profile=profile)
+def _case(req, comment, flags=(), profile="diffusers", prior=()):
+    return dict(req=req, comment=comment, flags=list(flags), profile=profile, prior=list(prior))
+
+
+#: float32 grid-selection traps (traps.grid_sweep over 1 ≤ n ≤ L ≤ 1000 at T = 1000: 25,657 differing (L, n), six
+#: classes by the direction of the first difference and the number of differing positions): (orig, n, why). The
+#: smallest (L, n) of each class (traps.grid_representatives, checked by tests/test_vectors.py), docs/design.md's tie
+#: example orig 30 with n = 22 and 26, and the smallest n of the two most frequent classes at orig = T = 1000.
+GRID_TRAPS = (
+    (26, 22, "float32 picks an earlier index at 1 position (the most frequent class, 6,147 pairs)"),
+    (30, 22, "float32 picks a later index at 1 position (6,129 pairs); position 11: 494 in float32, 527 here"),
+    (60, 52, "float32 picks later indices at 3 or more positions (4,245 pairs)"),
+    (65, 55, "float32 picks earlier indices at 3 or more positions (4,176 pairs)"),
+    (45, 33, "float32 picks later indices at 2 positions (2,501 pairs)"),
+    (39, 33, "float32 picks earlier indices at 2 positions (2,459 pairs)"),
+    (30, 26, "orig 30, n = 26: the second differing n at orig 30"),
+    (1000, 106, "orig = T: float32 picks an earlier index at 1 position"),
+    (1000, 38, "orig = T: float32 picks a later index at 1 position"),
+)
+
+#: float32 strength-product traps (traps.strength_sweep over two-decimal strengths; three decimals at orig 1000):
+#: (orig, strength) where int(fl32(orig)·fl32(strength)) differs from diffusers' float64 int(orig·strength).
+STRENGTH_TRAPS = ((50, 0.58), (100, 0.29), (100, 0.53), (1000, 0.251))
+
+#: two set_timesteps calls on one scheduler: (first request, second request, comment). A port that appends the
+#: second schedule to the first (OpenVINO GenAI before 2025.0) fails.
+TWO_CALLS = ((dict(num_inference_steps=4), dict(num_inference_steps=2), "set_timesteps(4), then set_timesteps(2)"),
+             (dict(num_inference_steps=2), dict(num_inference_steps=4), "set_timesteps(2), then set_timesteps(4)"),
+             (dict(num_inference_steps=4, strength=0.5), dict(num_inference_steps=4),
+              "strength 0.5, then strength 1: the cut does not persist"))
 
 
 def timesteps_groups() -> list:
-    """[(config, [case]), ...]: each case a set_timesteps request ``req`` with its comment, flags and profile."""
+    """[(config, [case]), ...]: each case a set_timesteps request ``req`` (``prior``: earlier requests on the same
+    scheduler) with its comment, flags and profile. Configured original_inference_steps live in the config; a
+    request's own original_inference_steps is the per-call argument (flagged PerCallOriginalSteps by the
+    generator)."""
     default = [_case(dict(num_inference_steps=n), f"{n} steps of the orig-50 grid", ["Tie"] if n in (3, 6, 7) else [])
                for n in range(1, 9)]
     default += [_case(dict(num_inference_steps=n), f"{n} steps: floor(linspace) near-tie", ["Tie"])
                 for n in (9, 11, 13, 17, 23, 29, 50)]
-    default += [_case(dict(num_inference_steps=4, original_inference_steps=30), "orig 30: k = 33, first timestep 989",
-                      ["OrigNotDividingT"]),
-                _case(dict(num_inference_steps=2, original_inference_steps=4), "SSD-1B: orig 4"),
-                _case(dict(num_inference_steps=5, original_inference_steps=1000), "orig = T: k = 1, grid from 0"),
-                _case(dict(num_inference_steps=7, original_inference_steps=7), "orig 7: k = 142, n = orig",
+    default += [_case(dict(num_inference_steps=4, original_inference_steps=30), "per call orig 30: k = 33, first "
+                      "timestep 989", ["OrigNotDividingT"]),
+                _case(dict(num_inference_steps=22, original_inference_steps=30), "per call orig 30, n = 22: a float32 "
+                      "grid-selection trap", ["OrigNotDividingT", "Float32Grid"]),
+                _case(dict(num_inference_steps=2, original_inference_steps=4), "per call orig 4 (SSD-1B)"),
+                _case(dict(num_inference_steps=5, original_inference_steps=1000), "per call orig = T: k = 1, grid from "
+                      "0"),
+                _case(dict(num_inference_steps=7, original_inference_steps=7), "per call orig 7: k = 142, n = orig",
                       ["OrigNotDividingT"])]
     for s in (0.5, 0.58, 0.29, 0.51, 0.99, 0.02):
+        trap = ["Float32Strength"] if (50, s) in STRENGTH_TRAPS else []
         default.append(_case(dict(num_inference_steps=1 if s == 0.02 else 4, strength=s),
-                             f"strength {s}: int(50 x {s}) = {int(50 * s)} grid points", ["Strength", "Tie"]))
+                             f"strength {s}: int(50 x {s}) = {int(50 * s)} grid points", ["Strength", "Tie"] + trap))
     default += [_case(dict(timesteps=[999, 759, 499, 259]), "custom on the grid", ["CustomTimesteps"]),
                 _case(dict(timesteps=[999, 500, 3, 0]), "custom off the grid, ending at 0", ["CustomTimesteps"]),
                 _case(dict(timesteps=[800, 400]), "custom not starting at T-1 (a warning only)", ["CustomTimesteps"])]
+    default += [_case(second, comment, ["TwoCalls"] + (["Strength"] if "strength" in first else []), prior=[first])
+                for first, second, comment in TWO_CALLS]
     errors = [(dict(), "neither n nor timesteps"), (dict(num_inference_steps=2, timesteps=[999]), "both"),
-              (dict(num_inference_steps=1, original_inference_steps=1001), "orig > T"),
+              (dict(num_inference_steps=1, original_inference_steps=1001), "per call orig > T"),
               (dict(num_inference_steps=1001), "n > T"), (dict(num_inference_steps=51), "n > orig"),
               (dict(num_inference_steps=30, strength=0.5), "n > int(orig x strength)"),
               (dict(timesteps=[500, 700]), "custom ascending"), (dict(timesteps=[500, 500]), "custom repeated"),
               (dict(timesteps=[1000, 0]), "custom timesteps[0] >= T"),
               (dict(num_inference_steps=0), "n = 0: ZeroDivisionError in diffusers"),
-              (dict(num_inference_steps=1, original_inference_steps=0), "orig = 0: ZeroDivisionError"),
+              (dict(num_inference_steps=1, original_inference_steps=0), "per call orig = 0: ZeroDivisionError"),
               (dict(timesteps=[]), "empty custom timesteps: IndexError")]
     default += [_case(r, c, ["Error"]) for r, c in errors]
     quirks = [(dict(timesteps=[999, 759, 499, 259], strength=0.5), "custom + strength 0.5: truncated, n kept",
@@ -95,14 +134,31 @@ def timesteps_groups() -> list:
         default.append(_case(r, c, f))
         default.append(_case(r, c + " (strict)", f + ["Strict"], profile="strict"))
     default.append(_case(dict(num_inference_steps=0), "n = 0 (strict)", ["Error", "Strict"], "strict"))
-    return [
+    groups = [
         (DEFAULT, default),
         (LCMConfig(num_train_timesteps=7, original_inference_steps=3),
          [_case(dict(num_inference_steps=n), f"T = 7, orig 3, {n} steps", ["OrigNotDividingT"]) for n in (1, 2, 3)]),
         (LCMConfig(num_train_timesteps=2000, original_inference_steps=30),
          [_case(dict(num_inference_steps=n), f"T = 2000, orig 30, {n} steps", ["OrigNotDividingT", "Tie"])
           for n in (4, 7, 8)]),
+        (LCMConfig(original_inference_steps=4), [_case(dict(num_inference_steps=2), "orig 4 (SSD-1B)")]),
+        (LCMConfig(original_inference_steps=1001), [_case(dict(num_inference_steps=1), "configured orig > T",
+                                                          ["Error"])]),
     ]
+    by_orig = {}
+    for orig, n, why in GRID_TRAPS:
+        by_orig.setdefault(orig, []).append(_case(dict(num_inference_steps=n), f"orig {orig}, n = {n}: {why}",
+                                                  ["Float32Grid", "Tie"]))
+    for orig, s in STRENGTH_TRAPS:
+        if orig != DEFAULT.original_inference_steps:
+            by_orig.setdefault(orig, []).append(_case(
+                dict(num_inference_steps=4, strength=s), f"orig {orig}, strength {s}: int({orig} x {s}) = "
+                f"{int(orig * s)}, float32 product gives {strength_float32(orig, s)}",
+                ["Strength", "Tie", "Float32Strength"]))
+    if 30 in by_orig:
+        by_orig[30].insert(0, _case(dict(num_inference_steps=4), "orig 30: k = 33, first timestep 989"))
+    groups += [(LCMConfig(original_inference_steps=orig), cases) for orig, cases in sorted(by_orig.items())]
+    return groups
 
 
 def error_flags(flags, exc) -> list:
@@ -135,7 +191,10 @@ def table_flags(t) -> list:
 
 # ---------------------------------------------------------------------------------------------------------------
 # steps.json: (comment, config, set_timesteps request, options). Options: shape (default (1, 2, 2)), scale of the
-# model output, start (set_begin_index), extra_steps past the end, quirk (the flag of the quirk the run shows).
+# model output, start (set_begin_index), extra_steps past the end, quirk (the flag of the quirk the run shows), prior
+# (set_timesteps requests made on the same scheduler before the run's). diffusers' quirk 3 (zero-SNR with epsilon
+# divides by √ᾱ[T−1] = 0) has no step case: its outputs are non-finite with an unbounded budget, so a case would
+# judge nothing; tables.json carries ᾱ[T−1] = 0.
 # ---------------------------------------------------------------------------------------------------------------
 
 STEP_GROUPS = (
@@ -162,8 +221,15 @@ STEP_GROUPS = (
      dict(num_inference_steps=4, strength=0.5), dict(start=1)),
     ("orig 30 (first timestep 989), 3 steps", LCMConfig(original_inference_steps=30), dict(num_inference_steps=3),
      {}),
-    ("zero-SNR with epsilon: step at T-1 divides by ᾱ = 0", LCMConfig(rescale_betas_zero_snr=True),
-     dict(num_inference_steps=2), dict(quirk="Quirk3")),
+    ("zero-SNR with epsilon, strength 0.8 (t ≤ 799, ᾱ > 0): a port that ignores the rescale fails",
+     LCMConfig(rescale_betas_zero_snr=True), dict(num_inference_steps=4, strength=0.8), {}),
+    ("clip_sample range 1 with epsilon prediction (x0 far outside the range at t = 999)",
+     LCMConfig(clip_sample=True, clip_sample_range=1.0), dict(num_inference_steps=4), {}),
+    ("dynamic thresholding with epsilon prediction, ratio 0.9, sample_max_value 2",
+     LCMConfig(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0), dict(num_inference_steps=2),
+     dict(shape=(2, 1, 5))),
+    ("two calls on one scheduler: set_timesteps(4), then set_timesteps(2), then step", DEFAULT,
+     dict(num_inference_steps=2), dict(prior=[dict(num_inference_steps=4)])),
     ("custom timesteps + strength 0.5: the last step re-noises", DEFAULT,
      dict(timesteps=[999, 759, 499, 259], strength=0.5), dict(quirk="Quirk1")),
     ("negative custom timestep: ᾱ[-1] wraps, c_out < 0, then final_alpha_cumprod",
@@ -181,7 +247,35 @@ def step_flags(k, i, schedule, num_inference_steps, options) -> list:
     flags += ["BeginIndex"] if options.get("start", 0) and k == 0 else []
     flags += ["PrevZero"] if i + 1 < len(schedule) and schedule[i + 1] == 0 else []
     flags += [quirk] if quirk else []
+    flags += ["TwoCalls"] if options.get("prior") else []
     return flags
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Concerns: each case names the conformance concern (docs/design.md §9.2) each of its outputs is judged under
+# ---------------------------------------------------------------------------------------------------------------
+
+def timesteps_concerns(req, prior, result) -> list:
+    """[concern] of a TimestepsTest case: errors for an error case, state after an earlier call, else the
+    request's most specific feature (custom timesteps, strength, per-call original_inference_steps) or timesteps."""
+    if result == "error":
+        return ["errors"]
+    if prior:
+        return ["state"]
+    if req.get("timesteps") is not None:
+        return ["custom_timesteps"]
+    if req.get("strength") is not None:
+        return ["strength"]
+    if req.get("original_inference_steps") is not None:
+        return ["original_inference_steps"]
+    return ["timesteps"]
+
+
+def step_concerns(cfg, last, prior) -> list:
+    """[concern of denoised, concern of prev_sample] of a StepTest case."""
+    den = "clip_threshold" if (cfg.clip_sample or cfg.thresholding) else "denoised"
+    prev = "state" if prior else ("final_step" if last else "prev_sample")
+    return [den, prev]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,15 +17,29 @@ from ...config import LCMConfig
 from ...errors import LCMRefError
 
 __all__ = ["VECTOR_DIR", "SCHEMA", "FILES", "FORMAT_VERSION", "HEX", "NOTES", "VectorFileError", "hex_float",
-           "hex_floats", "from_hex", "from_hex_array", "encode_config", "decode_config", "encode_request",
+           "hex_floats", "hex_short", "from_hex", "from_hex_array", "TABLE_NAMES", "STEP_TIERS", "TABLE_TIERS",
+           "ERROR_CATEGORIES", "RULE", "error_category", "passes", "encode_config", "decode_config", "encode_request",
            "decode_request", "header", "notes_for", "schema", "to_text", "load", "arrays_of"]
 
 VECTOR_DIR = Path(__file__).with_name("data")   #: the committed vector files, shipped with the package
 SCHEMA = "lcm_vectors.schema.json"
 FILES = ("timesteps.json", "tables.json", "steps.json", "forward.json")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FLOAT_FIELDS = ("beta_start", "beta_end", "clip_sample_range", "dynamic_thresholding_ratio", "sample_max_value",
                 "timestep_scaling")
+TABLE_NAMES = ("betas", "alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "c_skip", "c_out")
+#: the budget tiers of steps.json and forward.json: name -> (dtype the port computes in, table precision). "float64",
+#: "float32", "float16" are the oracle's default budgets for that dtype (float32 tables allowed, as diffusers keeps
+#: them); "float32_tables64" is float32 arithmetic on correctly rounded float64 tables (conform --tables float64), the
+#: tighter tier for a port that claims it. float16 is offered only where its rule is finite (budgets.py).
+STEP_TIERS = {"float64": ("float64", "float32"), "float32": ("float32", "float32"), "float16": ("float16", "float32"),
+              "float32_tables64": ("float32", "float64")}
+#: the budget tiers of tables.json: the table precision a port holds ("float32": diffusers' float32 tables;
+#: "float64": correctly rounded float64 tables), also the dtype the tables are compared in
+TABLE_TIERS = ("float32", "float64")
+#: language-neutral error categories: invalid_argument (the request or config is refused), out_of_range (an index or
+#: timestep beyond the schedule), internal (anything else a port reports)
+ERROR_CATEGORIES = ("invalid_argument", "out_of_range", "internal")
 HEX = re.compile(r"^(-?0x[01](\.[0-9a-f]+)?p[+-][0-9]+|-?inf|nan)$")
 
 #: The flag glossary: each flag names what a group (by its config) or a case probes, and the bug it catches.
@@ -59,16 +73,25 @@ NOTES = {
     "PrevZero": "the step whose next timestep is 0, re-noised with ᾱ[0] (not final_alpha_cumprod): catches an "
                 "off-by-one at the end of the schedule",
     "BeginIndex": "a run started mid-schedule with set_begin_index (img2img): catches a step index found by lookup",
-    "NonFinite": "expected values include inf or nan (diffusers divides by ᾱ = 0); they compare exactly",
-    "Error": "the request raises; 'error' names the exception class (StrictError: a ValueError naming "
-             "'parameter'): catches a port that accepts it",
+    "Error": "the request must be refused: 'error' gives the language-neutral category (invalid_argument) and "
+             "diffusers' Python class as a hint (StrictError: a ValueError naming 'parameter'): catches a port that "
+             "accepts it",
+    "Float32Grid": "a timestep selection decided by a tie, i·L/n an integer, that float32 arithmetic decides the "
+                   "other way (step = fl32(L/n), index fl32(i·step)): catches a port that selects in float32 where "
+                   "diffusers uses NumPy float64",
+    "Float32Strength": "a strength whose grid length int(orig·strength) differs when the product is taken in float32 "
+                       "(50 x 0.58f = 29, diffusers 28): catches a float32 strength product",
+    "PerCallOriginalSteps": "original_inference_steps passed to set_timesteps for this call (the request's "
+                            "'original_inference_steps'; the config's is the default): a port without the per-call "
+                            "argument reports the case unsupported; config-level cases cover the same grids",
+    "TwoCalls": "'prior_requests': set_timesteps called on the same scheduler before the request: catches a port "
+                "that appends to or keeps state from the earlier schedule",
     "Strict": "profile 'strict' (docs/design.md §3): diffusers' results on valid input, a ValueError naming the "
               "parameter where diffusers mishandles the input",
     "Quirk1": "diffusers' quirk 1 (docs/design.md §6.Q1): custom timesteps with strength < 1 keep the untruncated "
               "num_inference_steps, so the last step re-noises",
     "Quirk2": "diffusers' quirk 2 (docs/design.md §6.Q2): negative custom timesteps wrap to ᾱ[T−1] and flip c_out; "
               "float ones are truncated",
-    "Quirk3": "diffusers' quirk 3 (docs/design.md §6.Q3): zero-SNR with epsilon prediction divides by √ᾱ[T−1] = 0",
     "Quirk4": "diffusers' quirk 4 (docs/design.md §6.Q4): strength > 1 is not range-checked, timesteps reach T "
               "and beyond",
     "Quirk5": "diffusers' quirk 5 (docs/design.md §6.Q5): a step past the end re-noises at the last level",
@@ -77,34 +100,49 @@ NOTES = {
 }
 
 _HOLDS = {
-    "timesteps.json": "This file holds TimestepsTest cases: a set_timesteps request (num_inference_steps, "
-                      "original_inference_steps, timesteps, strength; null = not passed) under a 'profile' "
-                      "('diffusers' or 'strict') gives 'expected' (the timesteps, and the num_inference_steps that "
-                      "step uses to recognise the last step) or 'error'.",
+    "timesteps.json": "This file holds TimestepsTest cases: the group's 'config' builds the scheduler; a case's "
+                      "'request' is one set_timesteps call (num_inference_steps, original_inference_steps, timesteps, "
+                      "strength; null = not passed; a non-null original_inference_steps is the per-call argument, "
+                      "flagged PerCallOriginalSteps), made after the calls in 'prior_requests' (if any) on the same "
+                      "scheduler, under a 'profile' ('diffusers' or 'strict'); it gives 'expected' (the timesteps, "
+                      "and the num_inference_steps that step uses to recognise the last step) or 'error'.",
     "tables.json": "This file holds TablesTest cases: at a probe timestep t, the tables β, ᾱ, √ᾱ, √(1−ᾱ) and the "
                    "boundary scalings c_skip, c_out; each group also gives final_alpha_cumprod (the ᾱ used after "
                    "the last timestep).",
-    "steps.json": "This file holds StepTest groups, each a whole multistep run of its config and request (schedule "
-                  "and num_inference_steps given): one case per step, with step_index, timestep, sample, "
-                  "model_output and noise (null on the last step), gives denoised and prev_sample, with "
-                  "terms_denoised and terms_prev_sample (Σ|terms| per element). Each step's sample is the previous "
-                  "step's prev_sample rounded to float32.",
+    "steps.json": "This file holds StepTest groups, each a whole multistep run of its config and request (after "
+                  "'prior_requests', if any; schedule and num_inference_steps given): one case per step, with "
+                  "step_index, timestep, sample, model_output and noise (null on the last step), gives denoised and "
+                  "prev_sample, with terms_denoised and terms_prev_sample (Σ|terms| per element, for scaled errors). "
+                  "Each case stands alone: build the scheduler, make the requests, start at step_index "
+                  "(set_begin_index), step once with the given noise. Each step's sample is the previous step's "
+                  "prev_sample rounded to float32.",
     "forward.json": "This file holds ForwardTest cases: add_noise (inputs original_samples, noise) or get_velocity "
                     "(inputs sample, noise), one timestep per row, gives 'expected', with 'terms' (Σ|terms| per "
                     "element).",
 }
 
+#: the budget rule every float expected value is judged by, in every file (docs/design.md §10)
+RULE = ("Floats: a value passes when its budget is inf, or got == want (NaN matches NaN, inf matches the same inf), "
+        "or |got − want| ≤ budget, evaluated in float64; nothing else passes (a NaN or an infinity against a finite "
+        "want fails). Budgets are absolute, per element, from lcm_ref.oracle.budget (docs/design.md §8): for the "
+        "values of the tier's dtype this rule gives the verdict of lcm-ref's oracle (lcm-ref vectors judge), except that "
+        "where want ± budget lie in binades of different spacing it admits one more value next to the narrow end "
+        "(docs/design.md §10.1).")
+
 _COMPARE = {
-    "timesteps.json": "Compare timesteps and num_inference_steps exactly. An 'error' case matches by class (a "
-                      "subclass is fine); StrictError means any ValueError whose message names 'parameter'. A port "
-                      "of one profile skips the other profile's cases.",
-    "tables.json": "The values are within 1 ulp of exact: a float64 port with correctly rounded tables reproduces "
-                   "them bit for bit; one with float32 tables compares within its budget (docs/design.md §8).",
-    "steps.json": "Compare each element by the scaled error |got − want| / (eps(dtype)·terms) with the given terms: "
-                  "the reference is within 4 eps64·terms of exact; 'lcm-ref vectors check --impl' applies lcm_ref's "
-                  "budget for the dtype (docs/design.md §8).",
-    "forward.json": "Compare each element by the scaled error |got − want| / (eps(dtype)·terms) with the given "
-                    "terms; 'lcm-ref vectors check --impl' applies lcm_ref's budget for the dtype (docs/design.md §8).",
+    "timesteps.json": "Compare timesteps and num_inference_steps exactly. An 'error' case passes when the port refuses "
+                      "the request with an error of 'error.category' (invalid_argument: the request or config is "
+                      "not allowed); 'error.python' is diffusers' class, a hint; Python ports match it (a subclass is "
+                      "fine), and StrictError means any ValueError whose message names 'error.parameter'. A port of "
+                      "one profile skips the other profile's cases.",
+    "tables.json": "'budget' gives per table and tier the budget: tier 'float32' for a port with float32 tables as "
+                   "diffusers builds them, 'float64' for correctly rounded float64 tables; final_alpha_cumprod has "
+                   "'final_alpha_cumprod_budget'.",
+    "steps.json": "'budget' gives, per tier, the budgets of denoised and prev_sample. Tiers: 'float64', 'float32', "
+                  "'float16' (the dtype the port computes in, with float32 tables allowed as diffusers keeps them; "
+                  "float16 only where the float16 rule is finite) and 'float32_tables64' (float32 arithmetic on "
+                  "correctly rounded float64 tables: the tighter tier for a port that claims it).",
+    "forward.json": "'budget' gives, per tier, the budgets of 'expected' (tiers as in steps.json).",
 }
 
 
@@ -112,9 +150,9 @@ _ARRAYS = (" Arrays are flat in row-major (C) order, shaped by the group's 'shap
            "float32 port loads them without rounding.")
 
 
-def header(name: str) -> list:
+def header(name: str, extra=()) -> list:
     """The 'header' of vector file ``name``: what it holds, how its values are encoded and compared, what its flags
-    mean, and where the format is defined."""
+    and concerns mean, and where the format is defined; ``extra``: lines the generator derives (budget widths)."""
     return [
         "Golden vectors for diffusers' LCMScheduler (Luo et al. 2023, arXiv 2310.04378, Algorithm 3), generated by "
         "lcm_ref.reference: exact real arithmetic on diffusers' algorithm, rounded once to float64 "
@@ -124,11 +162,30 @@ def header(name: str) -> list:
         "exact round trip with any hex-float parser (C strtod, Java Double.parseDouble, Python float.fromhex)."
         + (_ARRAYS if name in ("steps.json", "forward.json") else ""),
         _COMPARE[name],
-        "'flags' on a group (from its config) or a case name what it probes; 'notes' gives the meaning of each "
-        "flag used in this file. Cases flagged Quirk* reproduce diffusers' handling of inputs it mishandles "
-        "(docs/design.md §6): a strict port skips them or expects a ValueError.",
+        *( [RULE] if name != "timesteps.json" else []),
+        *extra,
+        "'concerns' on a case name the conformance concerns (docs/design.md §9.2) its outputs are judged under, in "
+        "the order of its expected values. 'flags' on a group (from its config) or a case name what it probes; "
+        "'notes' gives the meaning of each flag used in this file. Cases flagged Quirk* reproduce diffusers' "
+        "handling of inputs it mishandles (docs/design.md §6): a strict port skips them or expects a ValueError. "
+        "A port that lacks what a case needs reports it unsupported (lcm-ref vectors judge): it is not a pass.",
         f"Format: docs/design.md §10 of lcm_ref; JSON Schema: {SCHEMA}.",
     ]
+
+
+def error_category(exc) -> str:
+    """The category of an exception the reference raises at set_timesteps: every such error refuses the request
+    (ValueError; diffusers' accidental ZeroDivisionError and IndexError for n = 0, orig = 0 and empty custom
+    timesteps included), so invalid_argument."""
+    return "invalid_argument"
+
+
+def passes(got, want, budget):
+    """The vectors' rule (``RULE``), elementwise: budget inf, or got == want (NaN matches NaN), or
+    |got − want| ≤ budget in float64."""
+    g, w, b = (np.asarray(v, dtype=np.float64) for v in (got, want, budget))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return (b == np.inf) | (g == w) | (np.isnan(g) & np.isnan(w)) | (np.abs(g - w) <= b)
 
 
 def notes_for(used) -> dict:
@@ -152,6 +209,16 @@ class VectorFileError(LCMRefError):
 def hex_float(x) -> str:
     """``x`` as a float.hex string."""
     return float(x).hex()
+
+
+def hex_short(x) -> str:
+    """``x`` as the shortest float.hex string with the same value (trailing zero hex digits dropped: "0x1.4p-17");
+    used for the budgets, which are chosen short."""
+    h = float(x).hex()
+    if "p" not in h:
+        return h
+    mant, exp = h.split("p")
+    return (mant.rstrip("0").rstrip(".") if "." in mant else mant) + "p" + exp
 
 
 def hex_floats(a) -> list:
@@ -235,6 +302,8 @@ def to_text(obj, indent=0) -> str:
 
 def schema() -> dict:
     """The JSON Schema (2020-12) every vector file satisfies."""
+    from ..conform import CONCERNS
+
     hexf = {"type": "string", "pattern": HEX.pattern}
     hexes = {"type": "array", "items": {"$ref": "#/$defs/hex"}}
     flags = {"type": "array", "items": {"type": "string", "enum": sorted(NOTES)}}
@@ -246,42 +315,54 @@ def schema() -> dict:
                              **{k: {"$ref": "#/$defs/hex"} for k in FLOAT_FIELDS}}}
     request = {"type": "object", "required": ["num_inference_steps", "original_inference_steps", "timesteps",
                                               "strength"],
+               "additionalProperties": False,
                "properties": {"num_inference_steps": int_or_none, "original_inference_steps": int_or_none,
                               "timesteps": {"oneOf": [{"type": "null"}, {"type": "array", "items": {
                                   "oneOf": [{"type": "integer"}, {"$ref": "#/$defs/hex"}]}}]},
-                              "strength": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/hex"}]}},
-               "additionalProperties": False}
-    base_test = {"tcId": {"type": "integer", "minimum": 1}, "comment": {"type": "string"}, "flags": flags}
+                              "strength": {"oneOf": [{"type": "null"}, {"$ref": "#/$defs/hex"}]}}}
+    prior = {"type": "array", "items": {"$ref": "#/$defs/request"}, "minItems": 1}
+    concerns = {"type": "array", "minItems": 1, "items": {"enum": list(CONCERNS)}}
+    base_test = {"tcId": {"type": "integer", "minimum": 1}, "comment": {"type": "string"}, "flags": flags,
+                 "concerns": concerns}
 
     def test(props, required):
-        return {"type": "object", "required": ["tcId", "comment", "flags"] + required,
+        return {"type": "object", "required": ["tcId", "comment", "flags", "concerns"] + required,
                 "properties": {**base_test, **props}}
 
+    def tiers(names, value):
+        return {"type": "object", "minProperties": 1, "additionalProperties": False,
+                "properties": {k: value for k in names}}
+
+    error = {"type": "object", "required": ["category", "python"], "additionalProperties": False,
+             "properties": {"category": {"enum": list(ERROR_CATEGORIES)}, "python": {"type": "string"},
+                            "parameter": {"type": "string"}}}
     timesteps_test = test({"profile": {"enum": ["diffusers", "strict"]}, "request": {"$ref": "#/$defs/request"},
-                           "result": {"enum": ["valid", "error"]},
+                           "prior_requests": prior, "result": {"enum": ["valid", "error"]},
                            "expected": {"type": "object", "required": ["timesteps", "num_inference_steps"],
                                         "properties": {"timesteps": {"type": "array", "items": {"type": "integer"}},
                                                        "num_inference_steps": {"type": "integer"}}},
-                           "error": {"type": "string"}, "parameter": {"type": "string"}},
+                           "error": error},
                           ["profile", "request", "result"])
     timesteps_test["oneOf"] = [{"properties": {"result": {"const": "valid"}}, "required": ["expected"]},
                                {"properties": {"result": {"const": "error"}}, "required": ["error"]}]
-    table_names = ["betas", "alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "c_skip",
-                   "c_out"]
-    tables_test = test({"t": {"type": "integer"}, "expected": {
-        "type": "object", "required": table_names, "properties": {k: {"$ref": "#/$defs/hex"} for k in table_names}}},
-        ["t", "expected"])
+    table_values = {"type": "object", "required": list(TABLE_NAMES), "additionalProperties": False,
+                    "properties": {k: {"$ref": "#/$defs/hex"} for k in TABLE_NAMES}}
+    tables_test = test({"t": {"type": "integer"}, "expected": table_values,
+                        "budget": tiers(TABLE_TIERS, table_values)}, ["t", "expected", "budget"])
     step_names = ["denoised", "prev_sample", "terms_denoised", "terms_prev_sample"]
+    step_budget = {"type": "object", "required": ["denoised", "prev_sample"], "additionalProperties": False,
+                   "properties": {"denoised": hexes, "prev_sample": hexes}}
     step_test = test({"step_index": {"type": "integer", "minimum": 0}, "timestep": {"type": "integer"},
                       "sample": hexes, "model_output": hexes, "noise": {"oneOf": [{"type": "null"}, hexes]},
                       "expected": {"type": "object", "required": step_names,
-                                   "properties": {k: hexes for k in step_names}}},
-                     ["step_index", "timestep", "sample", "model_output", "noise", "expected"])
+                                   "properties": {k: hexes for k in step_names}},
+                      "budget": tiers(STEP_TIERS, step_budget)},
+                     ["step_index", "timestep", "sample", "model_output", "noise", "expected", "budget"])
     forward_test = test({"function": {"enum": ["add_noise", "get_velocity"]},
                          "timesteps": {"type": "array", "items": {"type": "integer"}},
                          "inputs": {"type": "object", "additionalProperties": hexes},
-                         "expected": hexes, "terms": hexes},
-                        ["function", "timesteps", "inputs", "expected", "terms"])
+                         "expected": hexes, "terms": hexes, "budget": tiers(STEP_TIERS, hexes)},
+                        ["function", "timesteps", "inputs", "expected", "terms", "budget"])
 
     def group(kind, test_schema, props, required):
         return {"type": "object", "required": ["type", "config", "flags", "tests"] + required,
@@ -293,9 +374,10 @@ def schema() -> dict:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://lcm-ref/vectors/lcm_vectors.schema.json",
         "title": "lcm_ref golden vectors for the LCM multistep scheduler",
-        "description": "float.hex strings for every float; arrays flat in row-major order; each file's 'header' "
-                       "says what it holds and how to compare, its 'notes' what each flag means; the format is "
-                       "docs/design.md §10 of lcm_ref.",
+        "description": "float.hex strings for every float; arrays flat in row-major order; every float expected "
+                       "value has a budget per tier (pass: budget inf, or got == want, or |got − want| ≤ budget); "
+                       "each file's 'header' says what it holds and how to compare, its 'notes' what each flag "
+                       "means; the format is docs/design.md §10 of lcm_ref.",
         "type": "object",
         "required": ["algorithm", "schema", "formatVersion", "generatorVersion", "numberOfTests", "header", "notes",
                      "testGroups"],
@@ -307,9 +389,12 @@ def schema() -> dict:
             "notes": {"type": "object", "additionalProperties": {"type": "string"}},
             "testGroups": {"type": "array", "items": {"oneOf": [
                 group("TimestepsTest", timesteps_test, {}, []),
-                group("TablesTest", tables_test, {"final_alpha_cumprod": {"$ref": "#/$defs/hex"}},
-                      ["final_alpha_cumprod"]),
+                group("TablesTest", tables_test, {"final_alpha_cumprod": {"$ref": "#/$defs/hex"},
+                                                  "final_alpha_cumprod_budget": tiers(TABLE_TIERS,
+                                                                                      {"$ref": "#/$defs/hex"})},
+                      ["final_alpha_cumprod", "final_alpha_cumprod_budget"]),
                 group("StepTest", step_test, {"comment": {"type": "string"}, "request": {"$ref": "#/$defs/request"},
+                                              "prior_requests": prior,
                                               "schedule": {"type": "array", "items": {"type": "integer"}},
                                               "num_inference_steps": {"type": "integer"}, "shape": shape},
                       ["request", "schedule", "num_inference_steps", "shape"]),
@@ -328,8 +413,10 @@ def arrays_of(kind, t) -> dict:
     """{name: list of hex strings} of the arrays of a StepTest or ForwardTest case (a step's noise may be None)."""
     if kind == "StepTest":
         return {"sample": t["sample"], "model_output": t["model_output"], "noise": t["noise"],
-                **{k: v for k, v in t["expected"].items()}}
-    return {**t["inputs"], "expected": t["expected"], "terms": t["terms"]}
+                **{k: v for k, v in t["expected"].items()},
+                **{f"budget/{tier}/{k}": v for tier, b in t["budget"].items() for k, v in b.items()}}
+    return {**t["inputs"], "expected": t["expected"], "terms": t["terms"],
+            **{f"budget/{tier}": v for tier, v in t["budget"].items()}}
 
 
 def _short(err):
