@@ -72,7 +72,9 @@ clean:
 # $(CONFORMANCE_VENVS) (created if missing, reused otherwise; torch pinned by a constraints file so that no CUDA build
 # is pulled; releases up to 0.27 need huggingface_hub<0.26, whose cached_download they import), lcm_ref taken from
 # this checkout; then lcm_ref.studies.conformance runs conform on each release's LCMScheduler, TCDScheduler (0.27 on)
-# and lcm_ref's drop-in in float32 and float16, 2 processes at a time, into reports/data/conformance/.
+# and lcm_ref's drop-in in float32 and float16, 2 processes at a time, into reports/data/conformance/ (replacing every
+# report there: one run per folder); into that folder, it then regenerates docs/design.md §13.3's table and the page
+# reports/conformance.md from the same files (tests/test_conformance_matrix.py checks that they all agree).
 CONFORMANCE_VENVS    ?= $(HOME)/.cache/lcm_ref/venvs
 CONFORMANCE_VERSIONS ?= 0.22.0 0.23.1 0.24.0 0.25.1 0.26.3 0.27.2 0.31.0 0.32.2 0.42.1
 CONFORMANCE_JOBS     ?= 2
@@ -94,3 +96,6 @@ conformance: $(STAMP)
 	done
 	$(BIN)/python -m lcm_ref.studies.conformance --venvs $(CONFORMANCE_VENVS) --jobs $(CONFORMANCE_JOBS) \
 		--out $(CONFORMANCE_OUT) --versions $(CONFORMANCE_VERSIONS)
+	@if [ "$(abspath $(CONFORMANCE_OUT))" = "$(abspath reports/data/conformance)" ]; then \
+	  $(BIN)/python -m lcm_ref.studies.conformance design --write && $(BIN)/lcm-ref report --only conformance; \
+	fi

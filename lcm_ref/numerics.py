@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from .errors import LCMRefError
 
-__all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "write_atomic", "csv_text",
-           "write_csv", "read_csv", "markdown_table"]
+__all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "umask", "file_mode", "write_atomic",
+           "csv_text", "write_csv", "read_csv", "markdown_table"]
 
 #: machine epsilon (the spacing of floats in [1, 2)) of each floating dtype lcm_ref compares in
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -73,17 +74,42 @@ def to_f64(x, name: str = "value"):
         raise LCMRefError(name, type(x).__name__, "an array-like of real numbers") from None
 
 
+def umask() -> int:
+    """The process's file-mode creation mask (read from /proc where it can be, so that no other thread ever sees
+    it changed; else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The permission bits a file this package writes gets: 0o666 without the umask's bits (0o644 under the usual
+    umask 022), as ``open(path, "w")`` gives a new file. A file being replaced gets them too, so that files an
+    earlier version wrote with mkstemp's 0600 become readable again when they are rewritten."""
+    return 0o666 & ~umask()
+
+
 def write_atomic(path, data) -> Path:
     """Write ``data`` (bytes, or str written as UTF-8 with newlines as given) to ``path``: a temporary file in the
-    same folder, then ``os.replace``. Creates the folder. Returns the path."""
+    same folder, then ``os.replace``. Creates the folder. The file gets the umask's permissions (``file_mode``), not
+    mkstemp's 0600. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode()
+    mode = file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, mode)                 # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -1,9 +1,14 @@
-"""lcm_ref.studies.conformance: the version matrix's plan, writer and reader, and the deviation explanations, on a
-tiny fake set of JSON reports (no conform run: milliseconds); and the committed reports of reports/data/conformance
-against the schema and the matrix CSV."""
+"""lcm_ref.studies.conformance: the version matrix's plan, driver, writer and reader, and the deviation
+explanations, on a tiny fake set of JSON reports (no conform run: a fake release environment whose "python" copies a
+prepared report, milliseconds per job); and the committed files of reports/data/conformance, the page
+reports/conformance.md and docs/design.md §13.3 against each other: one run, one source for every number."""
 
 import csv
 import json
+import os
+import re
+import stat
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,8 @@ from lcm_ref.studies import conformance as C
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "reports" / "data" / "conformance"
+PAGE = ROOT / "reports" / "conformance.md"
+DESIGN = ROOT / "docs" / "design.md"
 
 
 def fake_report(impl, dtype, verdicts, *, details=None, causes=None, refused=None, concerns=C.CONCERNS):
@@ -94,7 +101,7 @@ def test_matrix_csv_round_trip(folder):
     path = C.write_matrix(folder)
     with open(path, newline="") as f:
         header = next(csv.reader(f))
-    assert header == ["row", "implementation", "version", "sample_dtype", "file", "seconds", *C.CONCERNS]
+    assert header == ["row", "implementation", "version", "sample_dtype", "file", "status", "seconds", *C.CONCERNS]
     rows = C.load_matrix(folder)
     assert len(rows) == 5 and rows[0]["seconds"] == 12.5
     assert {r[c] for r in rows for c in C.CONCERNS} <= set(C.VERDICTS)
@@ -157,3 +164,132 @@ def test_committed_reports_are_valid_and_consistent():
         if r["row"].startswith("lcm_ref") or r["row"] == f"LCMScheduler@{newest}":
             assert "fail" not in [r[c] for c in C.CONCERNS], r
 
+
+
+def test_concerns_are_conforms():
+    """The matrix's columns are conform's concerns, in conform's order (repeated there so that reading needs no
+    torch): a concern added to conform must be added to the matrix."""
+    from lcm_ref.oracle.conform import CONCERNS, VERDICTS
+    assert C.CONCERNS == CONCERNS
+    assert set(VERDICTS) | {C.NOT_APPLICABLE} == set(C.VERDICTS)
+
+
+def fake_environment(tmp_path, reports: dict, version="9.9.9"):
+    """A release environment ``<venvs>/diffusers-<version>`` whose python, called as the driver calls a job, copies
+    the prepared report of the job's kind (``reports``: kind -> ConformanceReport) to --json and prints the job's
+    metadata line, as ``run_job`` does."""
+    venvs = tmp_path / "venvs"
+    bin_ = venvs / f"diffusers-{version}" / "bin"
+    bin_.mkdir(parents=True)
+    for kind, rep in reports.items():
+        (bin_ / f"{kind}.json").write_text(rep.to_json())
+    meta = {kind: json.dumps({"kind": kind, "diffusers": version, "torch": "2.13.0", "hypothesis": "6.0",
+                              "implementation": rep.implementation, "adapter": None, "cpu_s": 2.5,
+                              "implementation_package": "lcm_ref" if kind == "dropin" else "diffusers",
+                              "implementation_version": rep.lcm_ref_version if kind == "dropin" else version})
+            for kind, rep in reports.items()}
+    cases = "\n".join(f"  {kind}) echo '{line}';;" for kind, line in meta.items())
+    script = bin_ / "python"
+    script.write_text(textwrap.dedent("""\
+        #!/bin/sh
+        # called as: python -m lcm_ref.studies.conformance job --kind K --dtype D --json PATH
+        while [ $# -gt 0 ]; do
+          case $1 in --kind) kind=$2;; --json) json=$2;; esac
+          shift
+        done
+        cp "$(dirname "$0")/$kind.json" "$json"
+        case $kind in
+        """) + cases + "\nesac\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return venvs
+
+
+def test_run_matrix_leaves_one_run(tmp_path, monkeypatch):
+    """The driver makes its folder hold exactly one run: a report of an earlier run is removed, run.json names each
+    report by its SHA-256 with the verdicts, status and seconds read back from the file, matrix.csv is built from
+    the reports, and ``consistency`` finds nothing; then it finds each kind of tampering. The folder is given
+    relative, as make conformance gives it: the jobs, which run in another directory, once wrote their reports
+    there, so the committed reports stayed those of an older run while run.json was rewritten."""
+    reports = {"lcm": fake_report("diffusers:LCMScheduler", "float32", {"previous_timestep": "fail"}),
+               "tcd": fake_report("diffusers:TCDScheduler", "float32", {"errors": "fail"}, concerns=TCD_CONCERNS),
+               "dropin": fake_report("lcm_ref.torch_impl:LCMScheduler", "float32", {})}
+    venvs = fake_environment(tmp_path, reports)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "LCMScheduler-0.22.0_float32.json").write_text(reports["lcm"].to_json())      # an earlier run's
+    monkeypatch.chdir(tmp_path)
+    info = C.run_matrix(venvs, "out", versions=("9.9.9",), dtypes=("float32",), jobs=2, progress=False)
+    assert [m["ok"] for m in info["results"]] == [True, True, True], info["results"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "LCMScheduler-9.9.9_float32.json", "TCDScheduler-9.9.9_float32.json", "lcm_ref-dropin-9.9.9_float32.json",
+        "matrix.csv", "run.json"]
+    assert C.consistency(out) == []
+    tcd = next(m for m in info["results"] if m["kind"] == "tcd")
+    assert tcd["verdicts"]["errors"] == "fail" and tcd["seconds"] == 12.5
+    assert tcd["sha256"] == C.file_digest(out / "TCDScheduler-9.9.9_float32.json")
+    assert C.run_info(out)["results"] == info["results"]
+    # each way a folder stops being one run is named
+    rep = json.loads((out / "TCDScheduler-9.9.9_float32.json").read_text())
+    rep["concerns"][-2]["verdict"] = "pass"                          # errors: the verdict run.json does not say
+    (out / "TCDScheduler-9.9.9_float32.json").write_text(json.dumps(rep))
+    (out / "LCMScheduler-0.21.0_float32.json").write_text(reports["lcm"].to_json())
+    (out / "lcm_ref-dropin-9.9.9_float32.json").unlink()
+    problems = "\n".join(C.consistency(out))
+    assert "TCDScheduler-9.9.9_float32.json: run.json says sha256" in problems
+    assert "TCDScheduler-9.9.9_float32.json: run.json says verdicts" in problems
+    assert "LCMScheduler-0.21.0_float32.json: not in run.json" in problems
+    assert "lcm_ref-dropin-9.9.9_float32.json: in run.json, but no such file" in problems
+    assert "matrix.csv: not what the reports say" in problems
+
+
+def test_release_table_and_design_table(folder, tmp_path):
+    """The short table of the page and of docs/design.md §13.3: consecutive versions with the same deviations
+    merge, a deviation of one dtype says so, a run without any says none; write_design replaces only the table."""
+    table = {r["release"]: r["deviations"] for r in C.release_table(folder)}
+    assert list(table) == ["LCMScheduler 0.22.0", "LCMScheduler 0.24.0", "TCDScheduler 0.27.2",
+                           "lcm_ref.torch_impl.LCMScheduler 0.1.0"]
+    assert table["LCMScheduler 0.24.0"] == "`previous_timestep` returns t − T//n (`previous_timestep`: fail)"
+    assert "Stride selection of the timesteps (`timesteps`: fail, float16 only)" in table["LCMScheduler 0.22.0"]
+    assert "add_noise: not a known deviation (`add_noise`: fail, float16 only)" in table["LCMScheduler 0.22.0"]
+    assert table["TCDScheduler 0.27.2"] == table["lcm_ref.torch_impl.LCMScheduler 0.1.0"] == "none"
+    doc = tmp_path / "design.md"
+    doc.write_text(f"# x\n\ntext before\n{C.DESIGN_BEGIN}\n| old |\n{C.DESIGN_END}\ntext after\n")
+    assert C.write_design(doc, folder) and not C.write_design(doc, folder)
+    text = doc.read_text()
+    assert text.startswith("# x\n\ntext before\n") and text.endswith("\ntext after\n")
+    assert C.design_section(text) == C.design_table(folder) and "| old |" not in text
+
+
+def test_tcd_errors_deviation_is_known(tmp_path):
+    """TCD's `errors` failure (an explicit original_inference_steps > num_train_timesteps accepted) is a known
+    deviation with its explanation, not an unexplained cell."""
+    f = tmp_path / "c"
+    f.mkdir()
+    detail = ("set_timesteps(num_inference_steps=1, original_inference_steps=1032): the reference raises ValueError: "
+              "original_inference_steps=1032 must be <= num_train_timesteps=1000, the implementation returns normally")
+    rep = fake_report("diffusers:TCDScheduler", "float32", {"errors": "fail"}, details={"errors": detail},
+                      concerns=TCD_CONCERNS)
+    (f / "TCDScheduler-0.27.2_float32.json").write_text(rep.to_json())
+    (d,) = C.deviations(f)
+    assert d["key"] == "tcd_original_steps_unchecked" and d["known"] and "default path" in d["what"]
+
+
+@pytest.mark.skipif(not (COMMITTED / "run.json").is_file(), reason="no committed matrix")
+def test_committed_files_come_from_one_run():
+    """run.json, the per-run reports and matrix.csv of reports/data/conformance agree (``consistency``: each report
+    is the one run.json names by SHA-256, with the same verdicts, status, judged counts, seconds and versions); the
+    page reports/conformance.md shows their summary, matrix, short table and timings; docs/design.md §13.3's table
+    is the one generated from them. A partial rerun (run.json alone committed, as once happened) fails here."""
+    from lcm_ref.numerics import markdown_table
+    assert C.consistency(COMMITTED) == []
+    rows, info = C.load_matrix(COMMITTED), C.run_info(COMMITTED)
+    page = PAGE.read_text()
+    for part, text in (("summary", C.summary_markdown(rows, info)),
+                       ("matrix", markdown_table(C.verdict_table(rows))),
+                       ("short table", markdown_table(C.release_table(COMMITTED))),
+                       ("timings and versions", markdown_table(C.timing_rows(rows, info)))):
+        assert text.strip() in page, f"reports/conformance.md: its {part} is not the committed files' (make report)"
+    assert "\n**These files do not come from one run**" not in page       # the page's own check (the code says it)
+    design = C.design_section(DESIGN.read_text())
+    assert design == C.design_table(COMMITTED), \
+        "docs/design.md §13.3: python -m lcm_ref.studies.conformance design --write"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import os
@@ -40,7 +41,8 @@ from ..errors import LCMRefError, StrictError
 from ..numerics import dtype_name, eps, to_f64
 
 __all__ = ["hypothesis_seed", "source_independent_draws", "round_to", "accepted_interval", "Comparison", "compare_values", "call",
-           "exceptions_match", "step_outputs", "impl_path", "cwd_importable"]
+           "exceptions_match", "step_outputs", "impl_path", "cwd_importable", "abbreviate", "ABBREVIATE_OVER",
+           "load_factory", "implementation_info"]
 
 #: binary formats below float64: (significand bits p with the implicit bit, smallest normal exponent, largest
 #: finite value). bfloat16 has float32's exponent range and 8 significand bits.
@@ -244,24 +246,47 @@ def step_outputs(out):
     return getattr(out, "prev_sample", None), getattr(out, "denoised", None)
 
 
-_NUMBER_RUN = re.compile(r"[\[(]\s*(?:[-+0-9.eEinfa]+\s*,\s*){8,}[-+0-9.eEinfa]+\s*,?\s*[\])]")
+#: a number as Python, NumPy and torch print one, bare or wrapped as NumPy 2 prints a scalar (``np.float64(0.1)``)
+_NUMBER = re.compile(r"(?:np\.\w+\()?[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\)?|[-+]?(?:inf|nan)")
+#: the innermost bracketed runs a message can quote: [..] (lists, NumPy and torch arrays) and (..) (tuples)
+_BRACKETED = re.compile(r"\[[^\[\]]*\]|\([^()\[\]]*\)")
+#: longer runs of numbers than this are abbreviated (a schedule of up to 20 steps stays whole, as evidence)
+ABBREVIATE_OVER = 20
+
+
+def _numbers(inner: str):
+    """The items of a bracketed run if every one is a number (comma- or, as NumPy prints, space-separated), else
+    None."""
+    items = [v.strip() for v in re.split(r"," if "," in inner else r"\s+", inner) if v.strip()]
+    return items if items and all(_NUMBER.fullmatch(v) for v in items) else None
+
+
+def _short_number(v: str) -> str:
+    """A printed number without NumPy's wrapper, floats to 6 significant digits."""
+    v = re.sub(r"^np\.\w+\((.*)\)$", r"\1", v)
+    return v if re.fullmatch(r"[-+]?\d+", v) else format(float(v), ".6g")
 
 
 def abbreviate(value, limit: int = 240) -> str:
-    """``value`` (any object, or a message that quotes one) as text of at most about ``limit`` characters: a run of
-    more than 8 numbers in brackets — a 1,000-entry ``trained_betas`` quoted in an error message — becomes its first
-    three and its count, ``[0.0001, 0.000102, 0.000104, … 1000 values]``, and whatever is still longer is cut with
-    ``…``."""
-    if isinstance(value, (list, tuple, np.ndarray)) and len(value) > 8:
-        head = ", ".join(f"{float(v):.6g}" if isinstance(v, (float, np.floating)) else repr(v) for v in list(value)[:3])
-        text = f"[{head}, … {len(value)} values]"
+    """``value`` (any object, or a message that quotes one) as text of at most ``limit`` characters: a run of more
+    than ``ABBREVIATE_OVER`` numbers — a 1,000-entry ``trained_betas`` as a list, a tuple, or a NumPy or torch array,
+    given as the value or quoted in an error message — becomes its first two and its count,
+    ``[0.0001, 0.000102, … 1000 values]``; whatever is still longer than ``limit`` is cut with ``…``."""
+    if isinstance(value, str):
+        text = value
+    elif hasattr(value, "tolist") and getattr(value, "ndim", None) == 1:     # a NumPy or torch vector: every entry
+        text = repr(value.tolist())
     else:
-        text = value if isinstance(value, str) else repr(value)
+        text = repr(value)
 
-        def short(m):
-            items = [v.strip() for v in m.group(0)[1:-1].split(",") if v.strip()]
-            return f"{m.group(0)[0]}{', '.join(items[:3])}, … {len(items)} values{m.group(0)[-1]}"
-        text = _NUMBER_RUN.sub(short, text)
+    def short(m):
+        run = m.group(0)
+        items = _numbers(run[1:-1])
+        if items is None or len(items) <= ABBREVIATE_OVER:
+            return run
+        head = ", ".join(_short_number(v) for v in items[:2])
+        return f"{run[0]}{head}, … {len(items)} values{run[-1]}"
+    text = _BRACKETED.sub(short, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -300,6 +325,66 @@ def impl_path(factory) -> Optional[str]:
         except Exception:  # noqa: BLE001 - not importable under its name: no path
             pass
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Naming an implementation: which package and version it comes from
+# ---------------------------------------------------------------------------------------------------------------
+
+#: attributes through which lcm_ref's adapters and the standard wrappers hold the implementation they drive
+_WRAPPED = ("__wrapped__", "func", "cls", "factory", "sampler")
+
+
+def _implementation_module(factory) -> Optional[str]:
+    """The module that defines what ``factory`` runs: a ``module:attr`` string's module; else, through
+    ``functools.partial`` / ``functools.wraps`` and lcm_ref's adapters (``diffusers_compat``, ``port``,
+    ``k_diffusion``: the wrapped class, factory or sampler), the module of the class or function itself (of an
+    instance's class)."""
+    if isinstance(factory, str):
+        try:
+            factory = load_factory(factory)
+        except Exception:  # noqa: BLE001 - not importable here: name the module it names
+            return (factory.partition(":")[0] if ":" in factory else factory.rpartition(".")[0]) or None
+    seen = set()
+    while id(factory) not in seen:
+        seen.add(id(factory))
+        ours = type(factory).__module__.startswith("lcm_ref.oracle.adapters") or isinstance(factory, functools.partial)
+        inner = next((getattr(factory, a) for a in _WRAPPED
+                      if (ours or a == "__wrapped__") and getattr(factory, a, None) is not None), None)
+        if inner is None:
+            break
+        factory = inner
+    mod = getattr(factory, "__module__", None)
+    if not isinstance(mod, str):
+        mod = type(factory).__module__
+    return mod
+
+
+def implementation_info(factory) -> dict:
+    """``{"package": ..., "version": ...}`` of the implementation ``factory`` builds (a class, a function, a
+    ``module:attr`` string, or one of lcm_ref's adapters around one): the top-level package of the module that
+    defines it, and the version of the installed distribution that provides that package
+    (``importlib.metadata``), or None where there is none (a module run from a folder, ``__main__``); lcm_ref's
+    own version for lcm_ref, whether installed or imported from a path.
+    E.g. ``{"package": "diffusers", "version": "0.22.0"}`` for ``diffusers.LCMScheduler``, also through
+    ``diffusers_compat``; ``{"package": "lcm_ref", "version": lcm_ref.__version__}`` for the drop-in."""
+    from importlib import metadata
+
+    mod = _implementation_module(factory)
+    top = mod.split(".")[0] if mod else None
+    version = None
+    if top == "lcm_ref":                # this very code, installed or not (the version matrix runs it from a path)
+        from .. import __version__
+        version = __version__
+    elif top and top not in ("__main__", "builtins"):
+        names = [top] + [d for d in metadata.packages_distributions().get(top, []) if d != top]
+        for name in names:
+            try:
+                version = metadata.version(name)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return {"package": top, "version": version}
 
 
 def cwd_importable() -> None:

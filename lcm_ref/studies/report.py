@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import LCMRefError
-from ..numerics import markdown_table, read_csv, write_atomic, write_csv
+from ..numerics import markdown_table, read_csv, umask, write_atomic, write_csv
 from . import reproducibility
 
 #: The notebooks in reading order (others found in the folder follow, sorted by name).
@@ -298,6 +298,7 @@ def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT
     mode = "fast" if fast else "full"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~umask())          # mkdtemp creates 0700; the report folder gets what mkdir would give
     try:
         if out.exists():
             if only:
