@@ -11,7 +11,6 @@ import csv
 import io
 import math
 import os
-import stat
 import tempfile
 from pathlib import Path
 

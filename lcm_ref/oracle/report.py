@@ -91,6 +91,7 @@ class ConformanceReport:
         self.tables, self.profile, self.examples, self.timeout_s = tables, profile, examples, timeout_s
         self.lcm_ref_version = __version__
         self.region = None          # support.Support: what the implementation accepts, the region drawn from
+        self.implementation_info = {"package": None, "version": None}   # compare.implementation_info
         self.concerns: list[ConcernResult] = []
         self.seconds = 0.0
 
@@ -134,7 +135,9 @@ class ConformanceReport:
         return {c.concern: c.verdict for c in self.concerns}
 
     def to_dict(self) -> dict:
-        return {"implementation": self.implementation, "status": self.status,
+        return {"implementation": self.implementation,
+                "implementation_package": self.implementation_info.get("package"),
+                "implementation_version": self.implementation_info.get("version"), "status": self.status,
                 "incomplete_reasons": self.incomplete_reasons(), "dtype": self.dtype, "device": self.device,
                 "lcm_ref_version": self.lcm_ref_version, "tables": self.tables, "profile": self.profile,
                 "examples": self.examples, "timeout_s": self.timeout_s, "seconds": round(self.seconds, 3),
@@ -152,7 +155,9 @@ class ConformanceReport:
                 f"{self.seconds:.1f} s)")
 
     def _header(self) -> str:
-        head = (f"lcm_ref {self.lcm_ref_version} conformance of {self.implementation or 'the implementation'}: "
+        pkg, ver = self.implementation_info.get("package"), self.implementation_info.get("version")
+        what = f" ({pkg} {ver})" if pkg and ver else ""
+        head = (f"lcm_ref {self.lcm_ref_version} conformance of {self.implementation or 'the implementation'}{what}: "
                 f"dtype {self.dtype}, device {self.device}, tables {self.tables}, profile {self.profile}")
         if self.region is not None:
             head += "\njudged region (what the implementation accepts; draws stay inside):\n" + "\n".join(

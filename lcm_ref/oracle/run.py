@@ -19,7 +19,8 @@ from ..errors import LCMRefError, quiet
 from ..numerics import dtype_name, torch_dtype
 from .budget import TABLES
 from .cases import Case, canonical_for, draw_concern_case
-from .compare import abbreviate, call, hypothesis_seed, impl_path, load_factory, source_independent_draws
+from .compare import (abbreviate, call, hypothesis_seed, impl_path, implementation_info, load_factory,
+                      source_independent_draws)
 from .concerns import CHECKS, CONCERNS, DEFAULT_EXAMPLES, DEFAULT_TIMEOUT_S, DESCRIPTIONS, MIN_JUDGED, SHRINK_SECONDS
 from .concerns.causes import NO_KNOWN_PATTERN
 from .example import CaseTimeout, Example, Finding, Run, Stop, exception_text, refusal, time_limit
@@ -317,6 +318,7 @@ def conform(factory: Callable, *, dtype="float32", device="cpu", examples=None, 
     need = _per_concern(min_judged, names, MIN_JUDGED, "min_judged",
                         "None (per-concern defaults, MIN_JUDGED), an integer >= 0 or a dict {concern: integer >= 0}")
     report = ConformanceReport(name or "", dtype_name(dtype), str(device), tables, profile, per, timeout_s)
+    report.implementation_info = implementation_info(factory)
     t0 = time.perf_counter()
     report.region = probe(factory, refusal, device=device, dtype=dtype, timeout_s=timeout_s)
     for c in names:
