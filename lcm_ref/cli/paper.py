@@ -14,7 +14,7 @@ from ..errors import LCMRefError
 
 
 def configure_parser(parser):
-    from ..studies.paper import GRIDS, STAGES
+    from ..studies.paper_train import GRIDS, STAGES
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("train", help="train the classifier, the teacher and the students (resumable)",
                        description="Train the learned testbed's networks (docs/design.md §11.1): resumable, fixed "
@@ -41,7 +41,7 @@ def configure_parser(parser):
 
 
 def main(args) -> int:
-    from ..studies.paper import train
+    from ..studies.paper_train import train
     command = "lcm-ref paper " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
         "lcm-ref paper train"
     try:

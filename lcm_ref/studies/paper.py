@@ -1,16 +1,8 @@
 """The paper's figures with learned networks on real data (issue 11): the back-end of the "learned testbed"
-sections of ``notebooks/paper_figures.ipynb`` and of ``lcm-ref paper train``.
-
-Two halves:
-
-- **Training** (``train``; ``lcm-ref paper train``, ``make paper``): the classifier, the teacher and every
-  distillation run of ``lcm_ref.testbed.digits``, resumable (a run's state is saved every few hundred iterations in
-  the work folder and picked up again), single-threaded torch with fixed seeds, float32 on CPU or CUDA. The
-  committed weights go to ``lcm_ref/testbed/digits/weights/`` (safetensors + a JSON record each), the curves of
-  every run and the wall times to ``lcm_ref/testbed/digits/runs/`` (and a copy to ``reports/data``).
-- **Evaluation** (everything else): from the committed files only, no training. One function per CSV under
-  ``reports/data/``; each takes ``out_dir`` and ``fast`` (smaller samples, for tests) like
-  ``lcm_ref.studies.analogs``.
+sections of ``notebooks/paper_figures.ipynb``. Evaluation only, from the committed files (training is
+``lcm_ref.studies.paper_train``, ``lcm-ref paper train``): one function per CSV under ``reports/data/``; each takes
+``out_dir`` and ``fast`` (smaller samples, for tests) like ``lcm_ref.studies.analogs``. Results cached within a
+process are keyed on the SHA-256 of the weights they were computed from and on ``fast``.
 
 Settings (docs/design.md §11.1; the paper's numbers and their provenance in docs/design.md §12):
 ω = ``OMEGA`` = 8 for Table 1, Fig. 3 and the sample grids (the ω of the paper's Table 1 as quoted by secondary
@@ -23,10 +15,6 @@ class i mod 10).
 
 from __future__ import annotations
 
-import json
-import platform
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +23,16 @@ import numpy as np
 import torch
 
 from ..errors import LCMRefError
-from ..numerics import csv_text, read_csv, write_atomic
-from ..testbed.digits import checkpoint as ck
+from ..numerics import read_csv, write_csv
 from ..testbed.digits import classifier as clf
 from ..testbed.digits import data, lcd, sampling
-from ..testbed.digits import teacher as tch
+from ..testbed.digits.models import WEIGHT_FILES
+from ..testbed.digits.models import load as load_model
 
-__all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "Sizes", "FULL", "FAST", "GRIDS",
-           "WEIGHTS", "RUNS", "models", "classifier_summary", "table1", "guidance", "skipping_step",
-           "timestep_scaling", "sample_grid", "verdicts", "training_times", "train", "STAGES", "EVALUATIONS"]
+__all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "Sizes", "FULL", "FAST",
+           "WEIGHTS", "RUNS", "models", "weights_key", "balanced_labels", "guidance_transfer", "skipping_rows", "classifier_summary",
+           "table1", "guidance", "skipping_step", "timestep_scaling", "sample_grid", "verdicts", "training_times",
+           "EVALUATIONS"]
 
 OMEGA = 8.0                             #: Table 1's ω (docs/design.md §12.1: secondary source)
 STEPS = (1, 2, 4, 8)
@@ -78,96 +67,72 @@ def _sizes(fast):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Training grids
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Grid:
-    """Sizes of one training grid. ``fig3_iterations`` is where the CPU grid is reduced."""
-    name: str
-    classifier_epochs: int = 40
-    teacher_iterations: int = 3000
-    teacher_batch: int = 128
-    student_iterations: int = 2000          # the main student and the timestep_scaling students
-    student_batch: int = 64
-    fig3_iterations: int = 2000             # every (k, solver) run of Fig. 3
-    eval_every: int = 100                   # Fig. 3 curves: 4-step FD every this many iterations
-    n_eval: int = 300                       # samples per evaluation along a run
-
-
-#: "full": Fig. 3 runs as long as the main student; "cpu": Fig. 3 runs cut to 1,000 iterations (their curves are
-#: the first half of the full ones: the distillation's learning rate is constant, nothing depends on the length).
-GRIDS = {"full": Grid("full"), "cpu": Grid("cpu", fig3_iterations=1000)}
-STAGES = ("classifier", "teacher", "student", "scaling", "skipping")
-
-
-def _run_name(solver, k, s, iterations):
-    return f"lcd_{solver}_k{k}_s{s:g}_it{iterations}"
-
-
-def _git_commit():
-    """The checkout's commit, with "+uncommitted" when tracked or new files under lcm_ref/ differ from it."""
-    try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=PACKAGE, capture_output=True, text=True,  # noqa: E731
-                                        timeout=10).stdout.strip()
-        commit = run("rev-parse", "--short", "HEAD") or "unknown"
-        dirty = run("status", "--porcelain", "--", str(PACKAGE.parent))
-        return commit + ("+uncommitted" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_csv(rows, name, out_dir=DEFAULT_OUT) -> Path:
-    """Rows (dicts with the same keys, in column order) to ``out_dir/name``, atomically."""
-    if not rows:
-        raise LCMRefError("rows", rows, "a non-empty list of dicts")
-    return write_atomic(Path(out_dir) / name, csv_text(rows).encode())
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Loading the committed networks
 # ---------------------------------------------------------------------------------------------------------------
 
 _MODELS = {}
-WEIGHT_FILES = {"classifier": "classifier.safetensors", "teacher": "teacher.safetensors",
-                "student": "student_k20_ddim_s10.safetensors", "student_s1": "student_k20_ddim_s1.safetensors",
-                "student_s100": "student_k20_ddim_s100.safetensors"}
+
+
+def _hashes(folder):
+    """{name: SHA-256 of the weights} from the records in ``folder`` (``load`` checks the weights against them)."""
+    import json
+    out = {}
+    for name, fname in WEIGHT_FILES.items():
+        rec = (folder / fname).with_suffix(".json")
+        if not rec.is_file():
+            raise LCMRefError("weights", str(folder / fname), "committed weights: run `lcm-ref paper train` to "
+                              "make them")
+        out[name] = json.loads(rec.read_text())["sha256"]
+    return out
 
 
 def models(weights=None, device="cpu") -> dict:
     """{name: (module, record)} of the committed networks in ``weights`` (default ``WEIGHTS``); loaded once per
-    process. A missing file raises ``LCMRefError`` naming it (run ``lcm-ref paper train``)."""
+    process and per set of weight hashes. A missing file raises ``LCMRefError`` naming it."""
     folder = Path(weights or WEIGHTS)
-    key = (str(folder), str(device))
+    key = (str(folder), str(device), tuple(sorted(_hashes(folder).items())))
     if key not in _MODELS:
-        out = {}
-        for name, fname in WEIGHT_FILES.items():
-            path = folder / fname
-            if not path.is_file():
-                raise LCMRefError("weights", str(path), "committed weights: run `lcm-ref paper train` to make them")
-            out[name] = ck.load(path, device)
-        _MODELS[key] = out
+        _MODELS[key] = {name: load_model(name, device, folder) for name in WEIGHT_FILES}
     return _MODELS[key]
+
+
+def weights_key(m, *names) -> tuple:
+    """The SHA-256 of the weights ``names`` (default all) of ``m`` (from ``models``): the key of cached results."""
+    return tuple(m[n][1]["sha256"] for n in (names or sorted(m)))
 
 
 _FEATURES = {}
 
 
 def _real(m):
-    """Features of the train and test splits (cached)."""
-    key = id(m["classifier"][0])
+    """Features of the train and test splits (cached per classifier weights)."""
+    key = weights_key(m, "classifier")
     if key not in _FEATURES:
         c = m["classifier"][0]
         _FEATURES[key] = (clf.features(c, data.load("train").x), clf.features(c, data.load("test").x))
     return _FEATURES[key]
 
 
-def _labels(n):
+def balanced_labels(n):
+    """Class labels 0, 1, …, 9, 0, 1, … (sample i asks for class i mod 10)."""
     return torch.arange(n) % data.N_CLASSES
 
 
+def guidance_transfer(lo, hi, teacher_lo, teacher_hi) -> dict:
+    """How much of the teacher's response to ω a sampler shows, from samples with the same x_T and classes at a
+    low and a high ω: ``move`` = RMS(hi − lo) / RMS(teacher_hi − teacher_lo) (the size of the change) and ``align``
+    = ⟨hi − lo, Δ⟩ / ⟨Δ, Δ⟩ with Δ = teacher_hi − teacher_lo (the part of the change along the teacher's: 1 when
+    it is the teacher's, 0 for a change unrelated to it)."""
+    d, dt = (torch.as_tensor(hi) - torch.as_tensor(lo)).double(), \
+        (torch.as_tensor(teacher_hi) - torch.as_tensor(teacher_lo)).double()
+    norm = float(dt.square().sum())
+    if norm == 0.0:
+        raise LCMRefError("teacher_hi", "equal to teacher_lo", "teacher samples that change with ω")
+    return {"move": float(d.square().sum().sqrt()) / norm ** 0.5, "align": float((d * dt).sum()) / norm}
+
+
 def _generate(m, method, steps, omega, n, seed, student="student", device="cpu"):
-    labels = _labels(n)
+    labels = balanced_labels(n)
     if method == "lcm":
         net, rec = m[student]
         return sampling.lcm_sample(net, labels, omega, steps, seed=seed,
@@ -181,7 +146,7 @@ def _measure(m, images, n_boot, seed=0):
     c = m["classifier"][0]
     f = clf.features(c, images)
     fd = clf.bootstrap_fd(f, _real(m)[1], n_boot=n_boot, seed=seed)
-    cs_per = clf.class_probability(c, images, _labels(len(images)))
+    cs_per = clf.class_probability(c, images, balanced_labels(len(images)))
     cs = clf.bootstrap_mean(cs_per, n_boot=n_boot, seed=seed)
     return ({"fd": fd["fd"], "fd_lo": fd["lo"], "fd_hi": fd["hi"], "class_score": cs["mean"], "cs_lo": cs["lo"],
              "cs_hi": cs["hi"]}, f, cs_per)
@@ -234,8 +199,9 @@ def classifier_summary(out_dir=DEFAULT_OUT, fast=False, weights=None) -> list:
                      "lo": fd_n["lo"], "hi": fd_n["hi"], "n": len(sub)})
     rows.append({"quantity": "class score of real train digits", "value": cs["mean"], "lo": cs["lo"],
                  "hi": cs["hi"], "n": len(train.y)})
-    _CACHE["floor"] = fd["fd"]
-    write_csv(rows, "digits_classifier.csv", out_dir)
+    # δ of the verdicts: the floor at the evaluated sample size (a smaller sample's own FD is larger)
+    _CACHE[("floor", fast, weights_key(m, "classifier"))] = fd_n["fd"]
+    write_csv(rows, Path(out_dir) / "digits_classifier.csv")
     return rows
 
 
@@ -279,8 +245,8 @@ def table1(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> lis
                                              "class_score", "cs_lo", "cs_hi", "fd_ceiling", "fd_ceiling_lo",
                                              "fd_ceiling_hi", "seconds")}
     rows = rows[1:] + rows[:1]          # the ceiling last
-    _CACHE[("table1", fast)] = feats
-    write_csv(rows, "digits_table1.csv", out_dir)
+    _CACHE[("table1", fast, weights_key(m))] = feats
+    write_csv(rows, Path(out_dir) / "digits_table1.csv")
     return rows
 
 
@@ -303,8 +269,8 @@ def guidance(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> l
             name = "lcm" if meth == "lcm" else "teacher_dpmsolver++"
             feats[(omega, steps) if meth == "lcm" else (name, omega)] = (f, cs)
             rows.append({"method": name, "omega": omega, "steps": steps, "n": sz.n, **row})
-    _CACHE[("guidance", fast)] = feats
-    write_csv(rows, "digits_guidance.csv", out_dir)
+    _CACHE[("guidance", fast, weights_key(m))] = feats
+    write_csv(rows, Path(out_dir) / "digits_guidance.csv")
     return rows
 
 
@@ -322,7 +288,7 @@ def timestep_scaling(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=Fal
         for n in STEPS:
             row, *_ = _pooled(m, "lcm", n, OMEGA, sz, student=names[s])
             rows.append({"timestep_scaling": s, "steps": n, "n": sz.n * sz.seeds, **row})
-    write_csv(rows, "digits_timestep_scaling.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_timestep_scaling.csv")
     return rows
 
 
@@ -335,12 +301,12 @@ def skipping_step(out_dir=DEFAULT_OUT, fast=False, runs=None) -> list:
     path = Path(runs or RUNS) / "lcd_runs.csv"
     if not path.is_file():
         raise LCMRefError("runs", str(path), "the committed training curves: run `lcm-ref paper train`")
-    rows = _skipping_rows(read_csv(path))
-    write_csv(rows, "digits_skipping_step.csv", out_dir)
+    rows = skipping_rows(read_csv(path))
+    write_csv(rows, Path(out_dir) / "digits_skipping_step.csv")
     return rows
 
 
-def _skipping_rows(rows):
+def skipping_rows(rows):
     """The Fig. 3 runs of the "full" grid when there are any, else those of the "cpu" grid."""
     rows = [r for r in rows if r["study"] == "skipping"]
     grids = {r["grid"] for r in rows}
@@ -357,9 +323,9 @@ def training_times(out_dir=DEFAULT_OUT, fast=False, runs=None) -> list:
     if not path.is_file():
         raise LCMRefError("runs", str(path), "the committed training record: run `lcm-ref paper train`")
     rows = read_csv(path)
-    write_csv(rows, "digits_training.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_training.csv")
     if (folder / "lcd_runs.csv").is_file():
-        write_csv(read_csv(folder / "lcd_runs.csv"), "digits_lcd_runs.csv", out_dir)
+        write_csv(read_csv(folder / "lcd_runs.csv"), Path(out_dir) / "digits_lcd_runs.csv")
     return rows
 
 
@@ -381,7 +347,7 @@ def sample_grid(out_dir=DEFAULT_OUT, fast=False, weights=None, seed=EVAL_SEED) -
     real = data.load("test")
     first = [int(np.flatnonzero(real.y.numpy() == c)[0]) for c in range(data.N_CLASSES)]
     out[("real (test split)", 0)] = data.to_unit(real.x[first])[:, 0]
-    write_csv(rows, "digits_sample_grid.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_sample_grid.csv")
     return out
 
 
@@ -428,12 +394,14 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
       reproduced if above 0; "2–8 steps close": the pair of 2/4/8 with the largest |Δ|, reproduced if its
       interval lies within ±δ, not reproduced if it lies outside, inconclusive otherwise."""
     sz = _sizes(fast)
-    if "floor" not in _CACHE:
-        classifier_summary(out_dir, fast, weights)
-    delta = _CACHE["floor"]
     m = models(weights)
+    if ("floor", fast, weights_key(m, "classifier")) not in _CACHE:
+        classifier_summary(out_dir, fast, weights)
+    delta = _CACHE[("floor", fast, weights_key(m, "classifier"))]
     freal = _real(m)[1]
-    t1 = _CACHE.get(("table1", fast)) or (table1(out_dir, fast, weights), _CACHE[("table1", fast)])[1]
+    if ("table1", fast, weights_key(m)) not in _CACHE:
+        table1(out_dir, fast, weights)
+    t1 = _CACHE[("table1", fast, weights_key(m))]
     rows = []
     src12 = "docs/design.md §12 (secondary source, not verified against the paper)"
     for n in STEPS:
@@ -451,7 +419,7 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
                      "verdict": _decide(d["lo"], d["hi"], 0.0 if few else delta)})
     # Fig. 3 from the training curves
     runs_path = Path(runs or RUNS) / "lcd_runs.csv"
-    curves = _skipping_rows(read_csv(runs_path)) if runs_path.is_file() else []
+    curves = skipping_rows(read_csv(runs_path)) if runs_path.is_file() else []
     for solver in lcd.SOLVERS:
         cur = {k: sorted((r for r in curves if r["solver"] == solver and r["k"] == k), key=lambda r: r["iteration"])
                for k in (1, 20, 50)}
@@ -478,7 +446,9 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
         rows.append(line(f"Fig. 3 ({solver}): too large a skipping step (k = 50) is worse than k = 20", 50, 20,
                          last, "reproduced if k=50's interval lies above k=20's, not if below (FD to the teacher)"))
     # Fig. 4
-    g = _CACHE.get(("guidance", fast)) or (guidance(out_dir, fast, weights), _CACHE[("guidance", fast)])[1]
+    if ("guidance", fast, weights_key(m)) not in _CACHE:
+        guidance(out_dir, fast, weights)
+    g = _CACHE[("guidance", fast, weights_key(m))]
     lo_w, hi_w = min(sz.omegas), max(sz.omegas)
     diff_cs = g[(hi_w, 4)][1] - g[(lo_w, 4)][1]
     bm = clf.bootstrap_mean(diff_cs, n_boot=sz.n_boot)
@@ -512,7 +482,7 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
     rows.append({"claim": "Table 1: Guided-Distill (the two-stage distillation baseline)",
                  "source": f"Table 1, {src12}",
                  "measured": "not implemented here", "interval": "", "rule": "", "verdict": "not tested"})
-    write_csv(rows, "digits_verdicts.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_verdicts.csv")
     return rows
 
 
@@ -526,229 +496,6 @@ EVALUATIONS = {
     "digits_verdicts.csv": verdicts,
     "digits_training.csv": training_times,
 }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training (lcm-ref paper train)
-# ---------------------------------------------------------------------------------------------------------------
-
-def _eval_fn(classifier, freal, fteacher, *, num_ddim_timesteps, timestep_scaling, n_eval, n_boot, device):
-    """4-step LCM samples at ω = OMEGA from a fixed seed (the same for every run and iteration): FD to the test
-    split with its interval (``fd``), FD to the teacher's own samples at the same ω (``fd_teacher``: DDIM with
-    ``CEILING_STEPS`` steps from the same x_T, the distribution distillation aims at) with its interval, and the
-    class score."""
-    labels = _labels(n_eval)
-
-    def fn(student):
-        images = sampling.lcm_sample(student, labels, OMEGA, 4, seed=EVAL_SEED, timestep_scaling=timestep_scaling,
-                                     original_inference_steps=num_ddim_timesteps, device=device)
-        f = clf.features(classifier, images)
-        fd = clf.bootstrap_fd(f, freal, n_boot=n_boot)
-        ft = clf.bootstrap_fd(f, fteacher, n_boot=n_boot)
-        cs = clf.class_probability(classifier, images, labels).mean()
-        return {"fd": fd["fd"], "fd_lo": fd["lo"], "fd_hi": fd["hi"], "fd_teacher": ft["fd"],
-                "fd_teacher_lo": ft["lo"], "fd_teacher_hi": ft["hi"], "class_score": float(cs)}
-    return fn
-
-
-class _Trainer:
-    def __init__(self, *, grid: Grid, device, work: Path, weights: Path, runs: Path, data_out: Path | None,
-                 force: bool, progress: bool, command: str, log=print):
-        self.grid, self.device, self.work, self.weights, self.runs = grid, torch.device(device), work, weights, runs
-        self.data_out, self.force, self.progress, self.command, self.log = data_out, force, progress, command, log
-        self.work.mkdir(parents=True, exist_ok=True)
-
-    # bookkeeping --------------------------------------------------------------------------------------------
-    def _record(self, seed, **extra):
-        import diffusers
-        return {"command": self.command, "seed": seed, "device": str(self.device), "torch": torch.__version__,
-                "diffusers": diffusers.__version__, "torch_threads": torch.get_num_threads(),
-                "git": _git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "platform": platform.platform(), "grid": self.grid.name, **extra}
-
-    def _times(self, row):
-        path = self.runs / "training.csv"
-        rows = [r for r in read_csv(path) if r["name"] != row["name"]] if path.is_file() else []
-        rows.append(row)
-        write_atomic(path, csv_text(rows).encode())
-        if self.data_out:
-            write_csv(rows, "digits_training.csv", self.data_out)
-
-    def _curves(self, name, study, rows):
-        path = self.runs / "lcd_runs.csv"
-        old = [r for r in read_csv(path) if r["run"] != name] if path.is_file() else []
-        allrows = old + rows
-        write_atomic(path, csv_text(allrows).encode())
-        if self.data_out:
-            write_csv(allrows, "digits_lcd_runs.csv", self.data_out)
-            sk = _skipping_rows(allrows)
-            if sk:
-                write_csv(sk, "digits_skipping_step.csv", self.data_out)
-
-    def _done(self, path, name):
-        if self.force or not Path(path).is_file():
-            return False
-        timing = self.runs / "training.csv"
-        if timing.is_file() and any(r["name"] == name for r in read_csv(timing)):
-            self.log(f"{name}: done ({path.name if hasattr(path, 'name') else path}); --force to redo")
-            return True
-        return False
-
-    def _run_resumable(self, name, fn):
-        """Run ``fn(resume, checkpoint_fn)`` with the state in work/<name>.pt; returns (state, seconds)."""
-        state_path = self.work / f"{name}.pt"
-        resume = None if self.force else ck.load_state(state_path)
-        spent = float(resume["extra"].get("seconds", 0.0)) if resume else 0.0
-        if resume:
-            self.log(f"{name}: resuming at iteration {resume['iteration']}")
-        t0 = time.perf_counter()
-
-        def checkpoint_fn(st):
-            st.extra["seconds"] = spent + time.perf_counter() - t0
-            ck.save_state(state_path, st.state_dict())
-        st = fn(resume, checkpoint_fn)
-        return st, float(st.extra.get("seconds", spent + time.perf_counter() - t0))
-
-    # stages -------------------------------------------------------------------------------------------------
-    def classifier(self):
-        path = self.weights / WEIGHT_FILES["classifier"]
-        if self._done(path, "classifier"):
-            return ck.load(path, self.device)[0]
-        t0 = time.perf_counter()
-        model, losses = clf.train_classifier(data.load("train"), epochs=self.grid.classifier_epochs,
-                                             seed=clf.CLASSIFIER_SEED, progress=self.progress, device=self.device)
-        sec = time.perf_counter() - t0
-        acc = clf.accuracy(model, data.load("test"))
-        ck.save(path, model, self._record(clf.CLASSIFIER_SEED, epochs=self.grid.classifier_epochs,
-                                          held_out_accuracy=acc, final_loss=losses[-1], seconds=round(sec, 1)))
-        self._times({"name": "classifier", "stage": "classifier", "iterations": self.grid.classifier_epochs,
-                     "batch_size": 64, "seconds": round(sec, 1), "device": str(self.device),
-                     "torch_threads": torch.get_num_threads(), "grid": self.grid.name})
-        self.log(f"classifier: held-out accuracy {acc:.4f} ({sec:.0f} s)")
-        return model.eval()
-
-    def teacher(self):
-        path = self.weights / WEIGHT_FILES["teacher"]
-        if self._done(path, "teacher"):
-            return ck.load(path, self.device)[0]
-        g = self.grid
-        st, sec = self._run_resumable("teacher", lambda resume, cfn: tch.train_teacher(
-            data.load("train"), iterations=g.teacher_iterations, batch_size=g.teacher_batch, seed=tch.TEACHER_SEED,
-            device=self.device, progress=self.progress, resume=resume, checkpoint_fn=cfn))
-        ck.save(path, st.ema, self._record(tch.TEACHER_SEED, iterations=g.teacher_iterations,
-                                           batch_size=g.teacher_batch, p_uncond=0.1, ema_decay=0.999,
-                                           final_loss_mean_100=float(np.mean(st.losses[-100:])),
-                                           seconds=round(sec, 1), schedule=tch.SCHEDULE))
-        self._times({"name": "teacher", "stage": "teacher", "iterations": g.teacher_iterations,
-                     "batch_size": g.teacher_batch, "seconds": round(sec, 1), "device": str(self.device),
-                     "torch_threads": torch.get_num_threads(), "grid": g.name})
-        self.log(f"teacher: {g.teacher_iterations} iterations ({sec:.0f} s)")
-        return st.ema.eval()
-
-    def teacher_features(self, teacher, classifier):
-        """Features of the teacher's DDIM-50 samples at ω = OMEGA from the evaluations' seed (computed once)."""
-        if getattr(self, "_fteacher", None) is None:
-            images = sampling.teacher_sample(teacher, _labels(self.grid.n_eval), OMEGA, CEILING_STEPS, "ddim",
-                                             seed=EVAL_SEED, device=self.device)
-            self._fteacher = clf.features(classifier, images)
-        return self._fteacher
-
-    def lcd_run(self, teacher, classifier, freal, *, study, solver, k, s, iterations, weight_file=None):
-        name = _run_name(solver, k, s, iterations)
-        N = 1000 // k
-        target = self.weights / weight_file if weight_file else None
-        timing = self.runs / "training.csv"
-        if not self.force and timing.is_file() and any(r["name"] == name for r in read_csv(timing)) and \
-                (target is None or target.is_file()):
-            self.log(f"{name}: done; --force to redo")
-            return
-        g = self.grid
-        efn = _eval_fn(classifier, freal, self.teacher_features(teacher, classifier), num_ddim_timesteps=N,
-                       timestep_scaling=s, n_eval=g.n_eval, n_boot=100,
-                       device=self.device)
-        st, sec = self._run_resumable(name, lambda resume, cfn: lcd.distill(
-            teacher, data.load("train"), num_ddim_timesteps=N, solver=solver, timestep_scaling=s,
-            iterations=iterations, batch_size=g.student_batch, seed=lcd.STUDENT_SEED, device=self.device,
-            progress=self.progress, resume=resume, checkpoint_fn=cfn, eval_every=g.eval_every, eval_fn=efn))
-        rows = []
-        for e in st.extra["evals"]:
-            it = e["iteration"]
-            window = st.losses[max(it - g.eval_every, 0):it]
-            rows.append({"run": name, "study": study, "solver": solver, "k": k, "timestep_scaling": s,
-                         "iteration": it, "fd": e["fd"], "fd_lo": e["fd_lo"], "fd_hi": e["fd_hi"],
-                         "fd_teacher": e["fd_teacher"], "fd_teacher_lo": e["fd_teacher_lo"],
-                         "fd_teacher_hi": e["fd_teacher_hi"], "class_score": e["class_score"],
-                         "loss": float(np.mean(window)) if window else "",
-                         "grid": g.name})
-        self._curves(name, study, rows)
-        if target is not None:
-            ck.save(target, st.model, self._record(
-                lcd.STUDENT_SEED, lcd={"num_ddim_timesteps": N, "skipping_step": k, "solver": solver,
-                                       "timestep_scaling": s, "omega_min": lcd.OMEGA_RANGE[0],
-                                       "omega_max": lcd.OMEGA_RANGE[1], "iterations": iterations,
-                                       "batch_size": g.student_batch, "lr": 3e-4, "ema_decay": 0.95,
-                                       "guidance_dim": lcd.GUIDANCE_DIM},
-                teacher_sha256=json.loads(ck.record_path(self.weights / WEIGHT_FILES["teacher"]).read_text())
-                ["sha256"], seconds=round(sec, 1)))
-        self._times({"name": name, "stage": study, "iterations": iterations, "batch_size": g.student_batch,
-                     "seconds": round(sec, 1), "device": str(self.device), "torch_threads": torch.get_num_threads(),
-                     "grid": g.name})
-        self.log(f"{name}: FD {rows[-1]['fd']:.3g} at 4 steps ({sec:.0f} s)")
-
-
-def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=None, data_out=DEFAULT_OUT,
-          force=False, progress=True, threads=1, command=None, log=print) -> None:
-    """Train every stage of ``STAGES`` (or those in ``only``) in order; resumable (see the module docstring).
-
-    ``grid``: "cpu" (default on a CPU) or "full" (default on CUDA); ``work``: where run states go (default
-    ./build/paper-train); ``weights`` / ``runs``: where the committed files go (default the package's folders);
-    ``data_out``: a copy of the CSVs for the reports (None: none)."""
-    only = list(STAGES) if not only else list(only)
-    for s in only:
-        if s not in STAGES:
-            raise LCMRefError("--only", s, f"one of {STAGES}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LCMRefError("--device", device, "a device torch can use here (CUDA is not available)")
-    grid = grid or ("full" if dev.type == "cuda" else "cpu")
-    if grid not in GRIDS:
-        raise LCMRefError("--grid", grid, f"one of {tuple(GRIDS)}")
-    if not (isinstance(threads, int) and threads >= 1):
-        raise LCMRefError("--threads", threads, "an integer >= 1")
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.benchmark = False
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False      # float32 arithmetic on CUDA as on CPU
-        torch.backends.cudnn.allow_tf32 = False
-    try:
-        t = _Trainer(grid=GRIDS[grid], device=dev, work=Path(work or Path.cwd() / "build" / "paper-train"),
-                     weights=Path(weights or WEIGHTS), runs=Path(runs or RUNS),
-                     data_out=Path(data_out) if data_out else None, force=force, progress=progress,
-                     command=command or "lcm-ref paper train " + " ".join(sys.argv[3:]), log=log)
-        t.weights.mkdir(parents=True, exist_ok=True)
-        t.runs.mkdir(parents=True, exist_ok=True)
-        classifier = t.classifier() if "classifier" in only or any(s != "classifier" for s in only) else None
-        need_teacher = any(s in only for s in ("teacher", "student", "scaling", "skipping"))
-        teacher = t.teacher() if need_teacher else None
-        if teacher is None:
-            return
-        freal = clf.features(classifier, data.load("test").x)
-        g = t.grid
-        if "student" in only:
-            t.lcd_run(teacher, classifier, freal, study="main", solver="ddim", k=20, s=10.0,
-                      iterations=g.student_iterations, weight_file=WEIGHT_FILES["student"])
-        if "scaling" in only:
-            for s, wf in ((1.0, WEIGHT_FILES["student_s1"]), (100.0, WEIGHT_FILES["student_s100"])):
-                t.lcd_run(teacher, classifier, freal, study="scaling", solver="ddim", k=20, s=s,
-                          iterations=g.student_iterations, weight_file=wf)
-        if "skipping" in only:
-            for solver in lcd.SOLVERS:
-                for k in KS:
-                    t.lcd_run(teacher, classifier, freal, study="skipping", solver=solver, k=k, s=10.0,
-                              iterations=g.fig3_iterations)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------

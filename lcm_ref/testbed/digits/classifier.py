@@ -4,8 +4,8 @@
   (the **features**, 64-d) → linear(64→10) (the logits). About 43k parameters.
 - ``features`` / ``class_probability`` clip images to [−1, 1] first: a generated sample is judged as the picture
   a pipeline would save, not as the raw array (guided samplers overshoot the data range).
-- ``frechet_distance(fa, fb)``: the FID formula on two feature sets, ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b
-  − 2 tr (Σ_a^½ Σ_b Σ_a^½)^½ (squared, like FID), computed with symmetric eigendecompositions in float64.
+- ``frechet_distance(fa, fb)``: ``lcm_ref.numerics.frechet_distance`` (the project's one FID formula) on two feature
+  sets.
 - ``bootstrap_fd`` / ``bootstrap_mean``: 95 % bootstrap intervals (both feature sets resampled with replacement,
   fixed seed; the percentile interval shifted by the bootstrap bias estimate, see ``_interval``);
   ``bootstrap_fd_difference``: the interval of FD(a) − FD(b) against the same real set, the real set resampled
@@ -21,10 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ...errors import LCMRefError
+from ...numerics import frechet_distance
 from .data import N_CLASSES, Split
 
 __all__ = ["DigitClassifier", "train_classifier", "features", "logits", "accuracy", "class_probability",
-           "frechet_distance", "bootstrap_fd", "bootstrap_fd_difference", "bootstrap_mean", "feature_moments",
+           "frechet_distance", "bootstrap_fd", "bootstrap_fd_difference", "bootstrap_mean",
            "FEATURE_DIM", "CLASSIFIER_SEED"]
 
 FEATURE_DIM = 64
@@ -122,31 +123,6 @@ def class_probability(model: DigitClassifier, x, labels) -> np.ndarray:
         raise LCMRefError("labels", tuple(labels.shape), f"one label per image, shape ({len(x)},)")
     p = torch.softmax(logits(model, x).double(), dim=1)
     return p[torch.arange(len(x)), labels.long()].numpy()
-
-
-def feature_moments(f) -> tuple:
-    """(mean, covariance) of a feature set (N, d), N ≥ 2, as float64."""
-    f = np.asarray(f, dtype=np.float64)
-    if f.ndim != 2 or len(f) < 2:
-        raise LCMRefError("features", getattr(f, "shape", None), "an array of shape (N, d) with N >= 2")
-    return f.mean(axis=0), np.cov(f, rowvar=False)
-
-
-def _sqrtm_psd(c):
-    w, v = np.linalg.eigh(c)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-def frechet_distance(fa, fb) -> float:
-    """Fréchet distance (squared) between the Gaussians fitted to feature sets ``fa`` and ``fb`` (each (N, d)):
-    ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2 tr (Σ_a^½ Σ_b Σ_a^½)^½. 0 for identical sets up to rounding."""
-    (ma, ca), (mb, cb) = feature_moments(fa), feature_moments(fb)
-    if ma.shape != mb.shape:
-        raise LCMRefError("fb", np.shape(fb), f"features of the same dimension as fa ({ma.shape[0]})")
-    s = _sqrtm_psd(ca)
-    m = s @ cb @ s
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
-    return float(np.sum((ma - mb) ** 2) + np.trace(ca) + np.trace(cb) - 2.0 * cross)
 
 
 def _interval(reps, estimate, level=0.95):
