@@ -366,3 +366,52 @@ def test_design_quotes_the_committed_results():
         hits = [v for c, v in verdicts.items() if key in c]
         assert hits and all(v == verdict for v in hits), (key, hits)
     assert "the four Table 1 statements reproduced (on FD to the data)" in text
+
+
+def test_main_student_samples_with_diffusers_own_lcm_scheduler_and_guidance_embedding():
+    """Protects ``digits.load`` for outside users: from the record alone, diffusers' ``LCMScheduler`` and
+    ``LatentConsistencyModelPipeline.get_guidance_scale_embedding`` sample the committed main student as the
+    page's sampler does (the embedding within its float32 rounding of ours, every step within rounding of
+    ``lcm_ref.torch_impl.LCMScheduler``'s, which ``sampling.lcm_sample`` uses, on the same input and noise)."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    import lcm_ref.testbed.digits as digits
+    unet, rec = digits.load("student")
+    use, lcd_rec = rec["usage"], rec["lcd"]
+    assert use["role"] == "main" and use["null_class"] == data.NULL_LABEL
+    dim = use["time_cond_proj_dim"]
+    assert dim == unet.config.time_cond_proj_dim
+    n, omega, steps = 20, 8.0, 4
+    labels = torch.arange(n) % 10
+    w = torch.full((n,), omega)
+    cond = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, embedding_dim=dim)
+    # diffusers' float32 embedding against the float64 recipe: the phase 1000·ω·f_j carries the float32 roundings
+    # of log(10⁴) and of the exponent j·log(10⁴)/(h − 1) ≤ 9.21 (≤ 2u relative, so ≤ 18.4u absolute, which exp
+    # turns into 18.4u relative), of exp and of the two products (3u): ≤ 21.4u < 11·eps32 relative, so
+    # |Δ phase| ≤ 1000·ω·11·eps32, and sin/cos move by at most that plus their own rounding (2·eps32).
+    ref_cond = lcd.guidance_embedding(w.double(), dim).double()
+    assert (cond.double() - ref_cond).abs().max() <= 1000 * omega * 11 * EPS32 + 2 * EPS32
+    theirs = LCMScheduler(**use["schedule"], timestep_scaling=lcd_rec["timestep_scaling"],
+                          original_inference_steps=lcd_rec["num_ddim_timesteps"])
+    ours = sampling.lcm_scheduler(lcd_rec["timestep_scaling"], lcd_rec["num_ddim_timesteps"])
+    theirs.set_timesteps(steps)
+    ours.set_timesteps(steps)
+    assert torch.equal(theirs.timesteps, ours.timesteps)
+    g, x = sampling.initial_noise(n, 7)
+    abar = tch.alphas_cumprod()
+    with torch.no_grad():
+        for t in theirs.timesteps:
+            eps = unet(x, t, None, class_labels=labels, timestep_cond=cond, return_dict=False)[0]
+            state = g.get_state()
+            x_theirs, d_theirs = theirs.step(eps, t, x, generator=g, return_dict=False)
+            g2 = torch.Generator().set_state(state)
+            x_ours, d_ours = ours.step(eps, t, x, generator=g2, return_dict=False)
+            # Tolerance: denoised = c_skip·x + c_out·(x − σ·ε)/α, each product and sum rounded once in float32 in
+            # each implementation (< 8 roundings of u = eps32/2 on a term bounded by `scale`), and the re-noised
+            # x_prev = √ᾱ_prev·denoised + σ_prev·z adds the same again on its terms: ≤ 8·eps32·scale.
+            a = float(abar[int(t)].sqrt())
+            scale = x.abs() + x.abs() / a + (1 - a * a) ** 0.5 * eps.abs() / a
+            assert torch.all((d_theirs - d_ours).abs() <= 8 * EPS32 * scale)
+            assert torch.all((x_theirs - x_ours).abs() <= 8 * EPS32 * (scale + x_ours.abs()))
+            x = x_theirs
+    assert torch.isfinite(d_theirs).all() and d_theirs.shape == (n, 1, 8, 8)

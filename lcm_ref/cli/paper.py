@@ -28,6 +28,8 @@ def configure_parser(parser):
                    help="'cpu': the Fig. 3 runs cut to 1,000 iterations (default on a CPU); 'full': as long as the "
                    "main student (default on CUDA)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--student-iterations", type=int, default=None, metavar="N",
+                   help="LCD iterations of the main student instead of the grid's (cpu and full: 10,000)")
     p.add_argument("--work", metavar="DIR", default=None,
                    help="where run states are kept for resuming (default ./build/paper-train)")
     p.add_argument("--weights", metavar="DIR", default=None,
@@ -46,7 +48,8 @@ def main(args) -> int:
         "lcm-ref paper train"
     try:
         train(args.only, device=args.device, grid=args.grid, work=args.work, weights=args.weights, runs=args.runs,
-              data_out=args.data, force=args.force, progress=not args.quiet, threads=args.threads, command=command)
+              data_out=args.data, force=args.force, progress=not args.quiet, threads=args.threads, command=command,
+              student_iterations=args.student_iterations)
     except LCMRefError as e:
         print(f"lcm-ref paper: error: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -259,12 +259,14 @@ class _Trainer:
 
 
 def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=None, data_out=DEFAULT_OUT,
-          force=False, progress=True, threads=1, command=None, log=print) -> None:
+          force=False, progress=True, threads=1, command=None, log=print, student_iterations=None) -> None:
     """Train every stage of ``STAGES`` (or those in ``only``) in order; resumable (see the module docstring).
 
     ``grid``: "cpu" (default on a CPU) or "full" (default on CUDA); ``work``: where run states go (default
     ./build/paper-train); ``weights`` / ``runs``: where the committed files go (default the package's folders);
-    ``data_out``: a copy of the CSVs for the reports (None: none)."""
+    ``data_out``: a copy of the CSVs for the reports (None: none); ``student_iterations``: the main student's
+    length instead of the grid's (a run of I iterations is the first I of any longer one: the learning rate is
+    constant after the warm-up, so a longer run's saved state at iteration I resumes into exactly this run)."""
     only = list(STAGES) if not only else list(only)
     for s in only:
         if s not in STAGES:
@@ -277,6 +279,8 @@ def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=N
         raise LCMRefError("--grid", grid, f"one of {tuple(GRIDS)}")
     if not (isinstance(threads, int) and threads >= 1):
         raise LCMRefError("--threads", threads, "an integer >= 1")
+    if student_iterations is not None and not (isinstance(student_iterations, int) and student_iterations >= 1):
+        raise LCMRefError("--student-iterations", student_iterations, "an integer >= 1")
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = False
@@ -284,7 +288,8 @@ def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=N
         torch.backends.cuda.matmul.allow_tf32 = False      # float32 arithmetic on CUDA as on CPU
         torch.backends.cudnn.allow_tf32 = False
     try:
-        t = _Trainer(grid=GRIDS[grid], device=dev, work=Path(work or Path.cwd() / "build" / "paper-train"),
+        g = GRIDS[grid] if student_iterations is None else replace(GRIDS[grid], student_iterations=student_iterations)
+        t = _Trainer(grid=g, device=dev, work=Path(work or Path.cwd() / "build" / "paper-train"),
                      weights=Path(weights or WEIGHTS), runs=Path(runs or RUNS),
                      data_out=Path(data_out) if data_out else None, force=force, progress=progress,
                      command=command or "lcm-ref paper train " + " ".join(sys.argv[3:]), log=log)
