@@ -30,7 +30,8 @@ from ..testbed.digits.models import WEIGHT_FILES
 from ..testbed.digits.models import load as load_model
 
 __all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "Sizes", "FULL", "FAST",
-           "WEIGHTS", "RUNS", "models", "weights_key", "balanced_labels", "guidance_transfer", "skipping_rows", "classifier_summary",
+           "WEIGHTS", "RUNS", "SPACES", "models", "weights_key", "balanced_labels", "pixels", "space_features",
+           "guidance_transfer", "combine", "skipping_rows", "classifier_summary",
            "table1", "guidance", "skipping_step", "timestep_scaling", "sample_grid", "verdicts", "training_times",
            "EVALUATIONS"]
 
@@ -104,12 +105,27 @@ def weights_key(m, *names) -> tuple:
 _FEATURES = {}
 
 
+#: the two feature spaces every FD is computed in: the classifier's 64 features, and the 64 pixels (no network)
+SPACES = ("cnn", "pixels")
+
+
+def pixels(images) -> np.ndarray:
+    """(N, 64) float64 pixels of images clipped to [−1, 1] (the picture a pipeline would save, as the classifier
+    sees it)."""
+    return torch.as_tensor(images).clamp(-1.0, 1.0).reshape(len(images), -1).double().numpy()
+
+
+def space_features(m, images) -> dict:
+    """{space: (N, d) features} of ``images`` in each of ``SPACES``."""
+    return {"cnn": clf.features(m["classifier"][0], images), "pixels": pixels(images)}
+
+
 def _real(m):
-    """Features of the train and test splits (cached per classifier weights)."""
+    """{space: (train features, test features)} (cached per classifier weights)."""
     key = weights_key(m, "classifier")
     if key not in _FEATURES:
-        c = m["classifier"][0]
-        _FEATURES[key] = (clf.features(c, data.load("train").x), clf.features(c, data.load("test").x))
+        tr, te = space_features(m, data.load("train").x), space_features(m, data.load("test").x)
+        _FEATURES[key] = {sp: (tr[sp], te[sp]) for sp in SPACES}
     return _FEATURES[key]
 
 
@@ -142,14 +158,16 @@ def _generate(m, method, steps, omega, n, seed, student="student", device="cpu")
 
 
 def _measure(m, images, n_boot, seed=0):
-    """{fd, fd_lo, fd_hi, class_score, cs_lo, cs_hi} of ``images`` (balanced labels) and their features."""
-    c = m["classifier"][0]
-    f = clf.features(c, images)
-    fd = clf.bootstrap_fd(f, _real(m)[1], n_boot=n_boot, seed=seed)
-    cs_per = clf.class_probability(c, images, balanced_labels(len(images)))
+    """({fd, fd_lo, fd_hi (CNN features), fd_pix, fd_pix_lo, fd_pix_hi (pixels), class_score, cs_lo, cs_hi},
+    {space: features}, per-sample class scores) of ``images`` (balanced labels), FDs to the test split."""
+    f = space_features(m, images)
+    real = _real(m)
+    fd = {sp: clf.bootstrap_fd(f[sp], real[sp][1], n_boot=n_boot, seed=seed) for sp in SPACES}
+    cs_per = clf.class_probability(m["classifier"][0], images, balanced_labels(len(images)))
     cs = clf.bootstrap_mean(cs_per, n_boot=n_boot, seed=seed)
-    return ({"fd": fd["fd"], "fd_lo": fd["lo"], "fd_hi": fd["hi"], "class_score": cs["mean"], "cs_lo": cs["lo"],
-             "cs_hi": cs["hi"]}, f, cs_per)
+    return ({"fd": fd["cnn"]["fd"], "fd_lo": fd["cnn"]["lo"], "fd_hi": fd["cnn"]["hi"],
+             "fd_pix": fd["pixels"]["fd"], "fd_pix_lo": fd["pixels"]["lo"], "fd_pix_hi": fd["pixels"]["hi"],
+             "class_score": cs["mean"], "cs_lo": cs["lo"], "cs_hi": cs["hi"]}, f, cs_per)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,25 +200,30 @@ def classifier_summary(out_dir=DEFAULT_OUT, fast=False, weights=None) -> list:
     against ``test``: FD with its interval, class score of real digits), with the split sizes."""
     sz, m = _sizes(fast), models(weights)
     c = m["classifier"][0]
-    ftr, fte = _real(m)
+    real = _real(m)
     train, test = data.load("train"), data.load("test")
-    fd = clf.bootstrap_fd(ftr, fte, n_boot=sz.n_boot)
     cs = clf.bootstrap_mean(clf.class_probability(c, train.x, train.y), n_boot=sz.n_boot)
-    # the floor at the evaluation's sample size (fast mode): a random subset of the train split of that size
-    sub = np.random.default_rng(0).choice(len(ftr), size=min(sz.n * sz.seeds, len(ftr)), replace=False)
-    fd_n = clf.bootstrap_fd(ftr[sub], fte, n_boot=sz.n_boot) if len(sub) < len(ftr) else fd
     rows = [{"quantity": "held-out accuracy", "value": clf.accuracy(c, test), "lo": "", "hi": "",
              "n": len(test.y)},
-            {"quantity": "train accuracy", "value": clf.accuracy(c, train), "lo": "", "hi": "", "n": len(train.y)},
-            {"quantity": "FD real-vs-real (train vs test)", "value": fd["fd"], "lo": fd["lo"], "hi": fd["hi"],
-             "n": len(train.y)}]
-    if len(sub) < len(ftr):
-        rows.append({"quantity": f"FD real-vs-real ({len(sub)} train vs test)", "value": fd_n["fd"],
-                     "lo": fd_n["lo"], "hi": fd_n["hi"], "n": len(sub)})
+            {"quantity": "train accuracy", "value": clf.accuracy(c, train), "lo": "", "hi": "", "n": len(train.y)}]
+    # the floor at the evaluation's sample size (fast mode): a random subset of the train split of that size
+    sub = np.random.default_rng(0).choice(len(train.y), size=min(sz.n * sz.seeds, len(train.y)), replace=False)
+    floors = {}
+    for sp in SPACES:
+        ftr, fte = real[sp]
+        label = "" if sp == "cnn" else " pixels"
+        fd = clf.bootstrap_fd(ftr, fte, n_boot=sz.n_boot)
+        fd_n = clf.bootstrap_fd(ftr[sub], fte, n_boot=sz.n_boot) if len(sub) < len(ftr) else fd
+        rows.append({"quantity": f"FD{label} real-vs-real (train vs test)", "value": fd["fd"], "lo": fd["lo"],
+                     "hi": fd["hi"], "n": len(ftr)})
+        if len(sub) < len(ftr):
+            rows.append({"quantity": f"FD{label} real-vs-real ({len(sub)} train vs test)", "value": fd_n["fd"],
+                         "lo": fd_n["lo"], "hi": fd_n["hi"], "n": len(sub)})
+        floors[sp] = fd_n["fd"]
     rows.append({"quantity": "class score of real train digits", "value": cs["mean"], "lo": cs["lo"],
                  "hi": cs["hi"], "n": len(train.y)})
     # δ of the verdicts: the floor at the evaluated sample size (a smaller sample's own FD is larger)
-    _CACHE[("floor", fast, weights_key(m, "classifier"))] = fd_n["fd"]
+    _CACHE[("floor", fast, weights_key(m, "classifier"))] = floors
     write_csv(rows, Path(out_dir) / "digits_classifier.csv")
     return rows
 
@@ -212,14 +235,15 @@ def _pooled(m, method, steps, omega, sz, student="student"):
     seconds = time.perf_counter() - t0
     images = torch.cat(parts)
     row, f, cs = _measure(m, images, sz.n_boot)
-    per_seed = [clf.frechet_distance(clf.features(m["classifier"][0], p), _real(m)[1]) for p in parts]
+    per_seed = [clf.frechet_distance(clf.features(m["classifier"][0], p), _real(m)["cnn"][1]) for p in parts]
     return row, f, cs, seconds, per_seed
 
 
 @_single_threaded
 def table1(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> list:
-    """Table 1 analog → ``digits_table1.csv``, columns ``method,steps,omega,n,fd,fd_lo,fd_hi,fd_seeds,class_score,
-    cs_lo,cs_hi,fd_ceiling,fd_ceiling_lo,fd_ceiling_hi,seconds``.
+    """Table 1 analog → ``digits_table1.csv``, columns ``method,steps,omega,n,fd,fd_lo,fd_hi,fd_pix,fd_pix_lo,
+    fd_pix_hi,fd_seeds,class_score,cs_lo,cs_hi,fd_ceiling,fd_ceiling_lo,fd_ceiling_hi,fd_ceiling_pix,
+    fd_ceiling_pix_lo,fd_ceiling_pix_hi,seconds`` (``_pix``: the same FD on pixels).
 
     The main LCM student (``lcm``) and the teacher with diffusers' DDIM, DPM-Solver and DPM-Solver++ at 1/2/4/8
     steps, all at ω = ``OMEGA``, plus the teacher with DDIM at ``CEILING_STEPS`` steps (``teacher_ddim_50``, the
@@ -236,14 +260,18 @@ def table1(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> lis
         row, f, cs, sec, per_seed = _pooled(m, meth, n, OMEGA, sz)
         name = "teacher_ddim_50" if n == CEILING_STEPS else meth
         feats[(name, n)] = (f, cs)
-        fc = clf.bootstrap_fd(f, feats[("teacher_ddim_50", CEILING_STEPS)][0], n_boot=sz.n_boot) \
-            if name != "teacher_ddim_50" else {"fd": "", "lo": "", "hi": ""}
+        ceiling = feats[("teacher_ddim_50", CEILING_STEPS)][0]
+        fc = {sp: clf.bootstrap_fd(f[sp], ceiling[sp], n_boot=sz.n_boot) if name != "teacher_ddim_50" else
+              {"fd": "", "lo": "", "hi": ""} for sp in SPACES}
         rows.append({"method": name, "steps": n, "omega": OMEGA, "n": sz.n * sz.seeds, **row,
-                     "fd_seeds": " ".join(f"{v:.4g}" for v in per_seed), "fd_ceiling": fc["fd"],
-                     "fd_ceiling_lo": fc["lo"], "fd_ceiling_hi": fc["hi"], "seconds": round(sec, 2)})
-        rows[-1] = {k: rows[-1][k] for k in ("method", "steps", "omega", "n", "fd", "fd_lo", "fd_hi", "fd_seeds",
-                                             "class_score", "cs_lo", "cs_hi", "fd_ceiling", "fd_ceiling_lo",
-                                             "fd_ceiling_hi", "seconds")}
+                     "fd_seeds": " ".join(f"{v:.4g}" for v in per_seed), "fd_ceiling": fc["cnn"]["fd"],
+                     "fd_ceiling_lo": fc["cnn"]["lo"], "fd_ceiling_hi": fc["cnn"]["hi"],
+                     "fd_ceiling_pix": fc["pixels"]["fd"], "fd_ceiling_pix_lo": fc["pixels"]["lo"],
+                     "fd_ceiling_pix_hi": fc["pixels"]["hi"], "seconds": round(sec, 2)})
+        rows[-1] = {k: rows[-1][k] for k in ("method", "steps", "omega", "n", "fd", "fd_lo", "fd_hi", "fd_pix",
+                                             "fd_pix_lo", "fd_pix_hi", "fd_seeds", "class_score", "cs_lo", "cs_hi",
+                                             "fd_ceiling", "fd_ceiling_lo", "fd_ceiling_hi", "fd_ceiling_pix",
+                                             "fd_ceiling_pix_lo", "fd_ceiling_pix_hi", "seconds")}
     rows = rows[1:] + rows[:1]          # the ceiling last
     _CACHE[("table1", fast, weights_key(m))] = feats
     write_csv(rows, Path(out_dir) / "digits_table1.csv")
@@ -253,7 +281,7 @@ def table1(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> lis
 @_single_threaded
 def guidance(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> list:
     """Fig. 4 analog → ``digits_guidance.csv``, columns
-    ``method,omega,steps,n,fd,fd_lo,fd_hi,class_score,cs_lo,cs_hi``.
+    ``method,omega,steps,n,fd,fd_lo,fd_hi,fd_pix,fd_pix_lo,fd_pix_hi,class_score,cs_lo,cs_hi``.
 
     The main student (``lcm``) at each ω of ``sz.omegas`` and 1/2/4/8 steps, one seed (``EVAL_SEED``), ``sz.n``
     samples, the same x_T and classes for every ω; and, for reference, the teacher with DPM-Solver++ at
@@ -277,7 +305,7 @@ def guidance(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> l
 @_single_threaded
 def timestep_scaling(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> list:
     """``timestep_scaling`` in training → ``digits_timestep_scaling.csv``, columns
-    ``timestep_scaling,steps,n,fd,fd_lo,fd_hi,class_score,cs_lo,cs_hi``: the students distilled with s = 1, 10,
+    ``timestep_scaling,steps,n,fd,fd_lo,fd_hi,fd_pix,fd_pix_lo,fd_pix_hi,class_score,cs_lo,cs_hi``: the students distilled with s = 1, 10,
     100 (k = 20, DDIM, otherwise identical) sampled with their own s at 1/2/4/8 steps, ω = ``OMEGA``, pooled
     seeds as in Table 1."""
     from tqdm.auto import tqdm
@@ -370,53 +398,119 @@ def _fmt(x):
     return f"{x:.3g}"
 
 
+def combine(verdicts_by_space: dict) -> str:
+    """One verdict from the verdicts of the feature spaces: a claim is reproduced (or not reproduced) only when
+    every space says so; otherwise inconclusive."""
+    vs = set(verdicts_by_space.values())
+    return vs.pop() if len(vs) == 1 else "inconclusive"
+
+
+def _two_spaces(claim, source, rule, per_space):
+    """A verdict row from {space: (measured text, lo, hi, verdict)}."""
+    return {"claim": claim, "source": source,
+            "measured": "; ".join(f"{sp}: {per_space[sp][0]}" for sp in SPACES),
+            "interval": "; ".join(f"{sp} [{_fmt(per_space[sp][1])}, {_fmt(per_space[sp][2])}]" for sp in SPACES),
+            "rule": rule + " — in both feature spaces (CNN features and pixels); inconclusive if they differ",
+            "verdict": combine({sp: per_space[sp][3] for sp in SPACES})}
+
+
+def _transfer_interval(lo, hi, teacher_lo, teacher_hi, n_boot, seed=0):
+    """``guidance_transfer`` with 95 % bootstrap intervals over samples (each sample's three inner products
+    resampled together): {move, move_lo, move_hi, align, align_lo, align_hi}."""
+    d = (torch.as_tensor(hi) - torch.as_tensor(lo)).double().reshape(len(hi), -1)
+    dt = (torch.as_tensor(teacher_hi) - torch.as_tensor(teacher_lo)).double().reshape(len(hi), -1)
+    dd, tt, dtt = (d * d).sum(1).numpy(), (dt * dt).sum(1).numpy(), (d * dt).sum(1).numpy()
+    est = guidance_transfer(lo, hi, teacher_lo, teacher_hi)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(dd), len(dd))
+        reps.append((np.sqrt(dd[i].sum() / tt[i].sum()), dtt[i].sum() / tt[i].sum()))
+    reps = np.array(reps)
+    lo_m, hi_m = np.quantile(reps[:, 0], [0.025, 0.975])
+    lo_a, hi_a = np.quantile(reps[:, 1], [0.025, 0.975])
+    return {"move": est["move"], "move_lo": float(lo_m), "move_hi": float(hi_m), "align": est["align"],
+            "align_lo": float(lo_a), "align_hi": float(hi_a)}
+
+
 @_single_threaded
 def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
     """One line per claim → ``digits_verdicts.csv``, columns ``claim,source,measured,interval,rule,verdict``.
 
-    Rules (δ = the real-vs-real FD floor, train split against test: differences smaller than two real samples'
-    own FD are not told apart):
-    - "LCM better at 1 (2) steps": Δ = FD(LCM) − FD(best teacher solver at that step count) with a paired
-      bootstrap interval (same real resample in both terms): reproduced if the interval is below 0, not reproduced
-      if above 0.
-    - "LCM best or level at 4 (8) steps": the same Δ; reproduced if the interval is below δ (better, or worse by
-      less than the floor), not reproduced if above δ.
-    - Fig. 3 (one line per solver; from the training curves, each FD with its own interval, so the rule is
-      conservative: overlapping intervals are inconclusive), on ``fd_teacher``, the FD of the student's 4-step
-      samples to the teacher's own 50-step samples at the same ω (the distribution distillation aims at; the FD to
-      the test split is shown beside it but cannot tell convergence here, because the student starts at the
-      teacher's *unguided* conditional branch, which is closer to the data than the guided ω = 8 target):
-      "k = 1 converges slowly" compares k = 1 with k = 20 at the first evaluation after 20 % of the run; "too
-      large a k hurts" compares k = 50 with k = 20 at the end.
-    - Fig. 4: "larger ω raises the class score": mean paired difference of class scores ω = 14 minus ω = 2 (same
-      x_T and class per sample) at 4 steps, reproduced if its interval is above 0; "larger ω worsens FD": Δ =
-      FD(ω = 14) − FD(ω = 2) at 4 steps, reproduced if above 0; "1 step lags": FD(1) − min FD(2, 4, 8) at ω = 8,
-      reproduced if above 0; "2–8 steps close": the pair of 2/4/8 with the largest |Δ|, reproduced if its
-      interval lies within ±δ, not reproduced if it lies outside, inconclusive otherwise."""
+    Every FD claim is decided in both feature spaces of ``SPACES`` (the classifier's features and the pixels) and
+    counts as reproduced only when both agree (``combine``); δ_space = the real-vs-real FD floor of that space at
+    the evaluated sample size (differences smaller than two real samples' own FD are not told apart).
+    - "LCM better at 1 (2) steps": Δ = FD(LCM) − FD(best teacher solver at that step count, per space) with a
+      paired bootstrap interval (same real resample in both terms): reproduced if the interval is below 0, not
+      reproduced if above 0.
+    - "LCM best or level at 4 (8) steps": the same Δ; reproduced if the interval is below δ, not if above δ.
+    - Distillation (issue 15's targets): "the student reproduces its guided teacher at 4 steps": Δ = FD(LCM-4,
+      teacher DDIM-50) − FD(teacher DDIM-4, teacher DDIM-50) (the teacher's ω = 8 samples as the reference),
+      reproduced if below δ, not if above; "guidance reaches the student": with the same x_T and classes, ω = 2 → 14
+      moves the 4-step output by ``move`` ≥ ½ of the teacher's DDIM-50 change, in the teacher's direction
+      (``align`` ≥ ½): reproduced if both intervals lie above ½, not reproduced if either lies below.
+    - Fig. 3 (one line per solver; from the training curves, each FD with its own interval; overlapping
+      intervals are inconclusive), on ``fd_teacher``, the CNN FD of the student's 4-step samples to the teacher's
+      50-step samples at the same ω; pixel FDs are in the curves of runs trained after issue 15 only
+      (``fd_teacher_pix``), and a claim without them is decided in one space and says so.
+    - Fig. 4: "larger ω raises the class score" (the classifier is the score, one space): mean paired difference
+      ω = 14 minus ω = 2 at 4 steps, reproduced if above 0; "larger ω worsens FD": Δ = FD(ω = 14) − FD(ω = 2) at
+      4 steps, reproduced if above 0; "1 step lags": FD(1) − min FD(2, 4, 8) at ω = 8, reproduced if above 0;
+      "2–8 steps close": the pair of 2/4/8 with the largest |Δ|, reproduced if its interval lies within ±δ, not
+      reproduced if outside."""
     sz = _sizes(fast)
     m = models(weights)
     if ("floor", fast, weights_key(m, "classifier")) not in _CACHE:
         classifier_summary(out_dir, fast, weights)
     delta = _CACHE[("floor", fast, weights_key(m, "classifier"))]
-    freal = _real(m)[1]
+    real = {sp: _real(m)[sp][1] for sp in SPACES}
     if ("table1", fast, weights_key(m)) not in _CACHE:
         table1(out_dir, fast, weights)
     t1 = _CACHE[("table1", fast, weights_key(m))]
     rows = []
     src12 = "docs/design.md §12 (secondary source, not verified against the paper)"
+
+    def diff_row(fa, fb, ref, sp, label, better_below, worse_above=None, n_boot=sz.n_boot):
+        d = clf.bootstrap_fd_difference(fa[sp], fb[sp], ref, n_boot=n_boot)
+        return (f"{label} = {_fmt(d['diff'])}", d["lo"], d["hi"], _decide(d["lo"], d["hi"], better_below,
+                                                                         worse_above))
     for n in STEPS:
-        fds = {b: clf.frechet_distance(t1[(b, n)][0], freal) for b in sampling.TEACHER_SOLVERS}
-        best = min(fds, key=fds.get)
-        d = clf.bootstrap_fd_difference(t1[("lcm", n)][0], t1[(best, n)][0], freal, n_boot=sz.n_boot)
         few = n <= 2
+        per = {}
+        for sp in SPACES:
+            fds = {b: clf.frechet_distance(t1[(b, n)][0][sp], real[sp]) for b in sampling.TEACHER_SOLVERS}
+            best = min(fds, key=fds.get)
+            per[sp] = diff_row(t1[("lcm", n)][0], t1[(best, n)][0], real[sp], sp, f"FD(LCM) − FD({best})",
+                               0.0 if few else delta[sp])
         claim = (f"Table 1: at {n} step{'s' * (n > 1)} LCM has a lower FD than DDIM, DPM-Solver and DPM-Solver++"
                  if few else f"Table 1: at {n} steps LCM is best or level with DDIM, DPM-Solver and DPM-Solver++")
-        rows.append({"claim": claim, "source": f"Table 1, {src12}",
-                     "measured": f"FD(LCM) − FD({best}) = {_fmt(d['diff'])}",
-                     "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]",
-                     "rule": "reproduced if the interval < 0" if few else f"reproduced if the interval < δ = "
-                             f"{_fmt(delta)} (the real-vs-real floor), not if > δ",
-                     "verdict": _decide(d["lo"], d["hi"], 0.0 if few else delta)})
+        rule = "reproduced if the interval < 0" if few else \
+            "reproduced if the interval < δ (the real-vs-real floor: " + \
+            ", ".join(f"{sp} {_fmt(delta[sp])}" for sp in SPACES) + "), not if > δ"
+        rows.append(_two_spaces(claim, f"Table 1, {src12}", rule, per))
+    # Distillation targets: the student against its guided teacher
+    ceiling = t1[("teacher_ddim_50", CEILING_STEPS)][0]
+    per = {sp: diff_row(t1[("lcm", 4)][0], t1[("ddim", 4)][0], ceiling[sp], sp,
+                        "FD(LCM-4, teacher-50) − FD(DDIM-4, teacher-50)", delta[sp]) for sp in SPACES}
+    rows.append(_two_spaces("Distillation: at 4 steps the student is as close to its guided teacher's ω = 8 "
+                            "distribution (DDIM-50) as the teacher's own DDIM-4", "Algorithm 1 (LCD's aim)",
+                            "reproduced if the interval < δ, not if > δ (FD to the teacher's DDIM-50 samples)", per))
+    lo_w, hi_w = lcd.OMEGA_RANGE
+    n_tr = sz.n
+    pair = [_generate(m, "lcm", 4, w, n_tr, EVAL_SEED) for w in (lo_w, hi_w)]
+    tpair = [_generate(m, "ddim", CEILING_STEPS, w, n_tr, EVAL_SEED) for w in (lo_w, hi_w)]
+    tr = _transfer_interval(*pair, *tpair, n_boot=sz.n_boot)
+    verdict = "reproduced" if min(tr["move_lo"], tr["align_lo"]) > 0.5 else \
+        ("not reproduced" if min(tr["move_hi"], tr["align_hi"]) < 0.5 else "inconclusive")
+    rows.append({"claim": f"Distillation: guidance reaches the student (ω = {lo_w:g} → {hi_w:g}, same x_T, moves "
+                          "its 4-step output by at least half of the teacher's DDIM-50 change, along it)",
+                 "source": "Algorithm 1 (ω-conditioned student)",
+                 "measured": f"move {_fmt(tr['move'])}, align {_fmt(tr['align'])} (pixels; 1 = the teacher's "
+                             "change)",
+                 "interval": f"move [{_fmt(tr['move_lo'])}, {_fmt(tr['move_hi'])}], align "
+                             f"[{_fmt(tr['align_lo'])}, {_fmt(tr['align_hi'])}]",
+                 "rule": "reproduced if both intervals > 0.5, not if either < 0.5 (pixel space: a change of the "
+                         "samples themselves)", "verdict": verdict})
     # Fig. 3 from the training curves
     runs_path = Path(runs or RUNS) / "lcd_runs.csv"
     curves = skipping_rows(read_csv(runs_path)) if runs_path.is_file() else []
@@ -430,16 +524,25 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
         last = cur[20][-1]["iteration"]
         early = min(r["iteration"] for r in cur[20] if r["iteration"] >= 0.2 * last)
         at = lambda k, it: next(r for r in cur[k] if r["iteration"] == it)  # noqa: E731
+
         def line(claim, ka, kb, it, rule):
             a, b = at(ka, it), at(kb, it)
+            per = {}
+            for sp, col in (("cnn", "fd_teacher"), ("pixels", "fd_teacher_pix")):
+                if a.get(col, "") == "" or b.get(col, "") == "":
+                    continue
+                v = "reproduced" if a[f"{col}_lo"] > b[f"{col}_hi"] else \
+                    ("not reproduced" if a[f"{col}_hi"] < b[f"{col}_lo"] else "inconclusive")
+                per[sp] = (f"k={ka} {_fmt(a[col])} [{_fmt(a[col + '_lo'])}, {_fmt(a[col + '_hi'])}], k={kb} "
+                           f"{_fmt(b[col])} [{_fmt(b[col + '_lo'])}, {_fmt(b[col + '_hi'])}]", v)
+            one = len(per) < len(SPACES)
             return {"claim": claim, "source": f"Fig. 3, {src12}",
-                    "measured": f"FD to the teacher at iteration {it}: k={ka} {_fmt(a['fd_teacher'])}, k={kb} "
-                                f"{_fmt(b['fd_teacher'])} (FD to the test split: {_fmt(a['fd'])}, {_fmt(b['fd'])})",
-                    "interval": f"k={ka} [{_fmt(a['fd_teacher_lo'])}, {_fmt(a['fd_teacher_hi'])}], k={kb} "
-                                f"[{_fmt(b['fd_teacher_lo'])}, {_fmt(b['fd_teacher_hi'])}]",
-                    "rule": rule,
-                    "verdict": "reproduced" if a["fd_teacher_lo"] > b["fd_teacher_hi"] else
-                               ("not reproduced" if a["fd_teacher_hi"] < b["fd_teacher_lo"] else "inconclusive")}
+                    "measured": f"FD to the teacher at iteration {it}: " + "; ".join(
+                        f"{sp} {txt}" for sp, (txt, _) in per.items()),
+                    "interval": "(in measured)",
+                    "rule": rule + (" — CNN features only: these curves have no pixel FD" if one else
+                                    " — in both feature spaces; inconclusive if they differ"),
+                    "verdict": combine({sp: v for sp, (_, v) in per.items()})}
         rows.append(line(f"Fig. 3 ({solver}): k = 1 converges more slowly than k = 20", 1, 20, early,
                          f"reproduced if k=1's interval lies above k=20's, not if below (FD to the teacher's ω = "
                          f"{OMEGA:g} samples; see the Fig. 3 section for why not the FD to the test split)"))
@@ -455,30 +558,32 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
     rows.append({"claim": "Fig. 4: a larger ω raises the CLIP score (here: the class score)",
                  "source": f"Fig. 4, {src12}",
                  "measured": f"class score(ω={hi_w:g}) − class score(ω={lo_w:g}) at 4 steps = {_fmt(bm['mean'])}",
-                 "interval": f"[{_fmt(bm['lo'])}, {_fmt(bm['hi'])}]", "rule": "reproduced if the interval > 0",
+                 "interval": f"[{_fmt(bm['lo'])}, {_fmt(bm['hi'])}]",
+                 "rule": "reproduced if the interval > 0 (a score, not an FD: the classifier only)",
                  "verdict": _decide(-bm["hi"], -bm["lo"])})
-    d = clf.bootstrap_fd_difference(g[(hi_w, 4)][0], g[(lo_w, 4)][0], freal, n_boot=sz.n_boot)
-    rows.append({"claim": "Fig. 4: a larger ω worsens FID (here: FD)", "source": f"Fig. 4, {src12}",
-                 "measured": f"FD(ω={hi_w:g}) − FD(ω={lo_w:g}) at 4 steps = {_fmt(d['diff'])}",
-                 "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]", "rule": "reproduced if the interval > 0",
-                 "verdict": _decide(-d["hi"], -d["lo"])})
-    fds = {n: clf.frechet_distance(g[(OMEGA, n)][0], freal) for n in STEPS}
-    best = min((2, 4, 8), key=fds.get)
-    d = clf.bootstrap_fd_difference(g[(OMEGA, 1)][0], g[(OMEGA, best)][0], freal, n_boot=sz.n_boot)
-    rows.append({"claim": "Fig. 4: 1 step lags 2–8 steps", "source": f"Fig. 4, {src12}",
-                 "measured": f"FD(1 step) − FD({best} steps) at ω={OMEGA:g} = {_fmt(d['diff'])}",
-                 "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]", "rule": "reproduced if the interval > 0",
-                 "verdict": _decide(-d["hi"], -d["lo"])})
-    pairs = [(2, 4), (2, 8), (4, 8)]
-    a, b = max(pairs, key=lambda p: abs(fds[p[0]] - fds[p[1]]))
-    d = clf.bootstrap_fd_difference(g[(OMEGA, a)][0], g[(OMEGA, b)][0], freal, n_boot=sz.n_boot)
-    within = -delta <= d["lo"] and d["hi"] <= delta
-    outside = d["lo"] > delta or d["hi"] < -delta
-    rows.append({"claim": "Fig. 4: 2, 4 and 8 steps give close results", "source": f"Fig. 4, {src12}",
-                 "measured": f"largest gap: FD({a} steps) − FD({b} steps) at ω={OMEGA:g} = {_fmt(d['diff'])}",
-                 "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]",
-                 "rule": f"reproduced if the interval lies within ±δ = ±{_fmt(delta)}, not if outside",
-                 "verdict": "reproduced" if within else ("not reproduced" if outside else "inconclusive")})
+    per = {sp: diff_row(g[(lo_w, 4)][0], g[(hi_w, 4)][0], real[sp], sp,
+                        f"FD(ω={lo_w:g}) − FD(ω={hi_w:g}) at 4 steps", 0.0) for sp in SPACES}
+    rows.append(_two_spaces("Fig. 4: a larger ω worsens FID (here: FD)", f"Fig. 4, {src12}",
+                            "reproduced if the interval < 0 (FD at the larger ω is higher)", per))
+    per = {}
+    for sp in SPACES:
+        fds = {n: clf.frechet_distance(g[(OMEGA, n)][0][sp], real[sp]) for n in STEPS}
+        best = min((2, 4, 8), key=fds.get)
+        per[sp] = diff_row(g[(OMEGA, best)][0], g[(OMEGA, 1)][0], real[sp], sp,
+                           f"FD({best} steps) − FD(1 step) at ω={OMEGA:g}", 0.0)
+    rows.append(_two_spaces("Fig. 4: 1 step lags 2–8 steps", f"Fig. 4, {src12}",
+                            "reproduced if the interval < 0 (the best of 2–8 steps has the lower FD)", per))
+    per = {}
+    for sp in SPACES:
+        fds = {n: clf.frechet_distance(g[(OMEGA, n)][0][sp], real[sp]) for n in STEPS}
+        a, b = max([(2, 4), (2, 8), (4, 8)], key=lambda p: abs(fds[p[0]] - fds[p[1]]))
+        d = clf.bootstrap_fd_difference(g[(OMEGA, a)][0][sp], g[(OMEGA, b)][0][sp], real[sp], n_boot=sz.n_boot)
+        within = -delta[sp] <= d["lo"] and d["hi"] <= delta[sp]
+        outside = d["lo"] > delta[sp] or d["hi"] < -delta[sp]
+        per[sp] = (f"largest gap FD({a} steps) − FD({b} steps) = {_fmt(d['diff'])}", d["lo"], d["hi"],
+                   "reproduced" if within else ("not reproduced" if outside else "inconclusive"))
+    rows.append(_two_spaces("Fig. 4: 2, 4 and 8 steps give close results", f"Fig. 4, {src12}",
+                            "reproduced if the interval lies within ±δ, not if outside", per))
     rows.append({"claim": "Table 1: Guided-Distill (the two-stage distillation baseline)",
                  "source": f"Table 1, {src12}",
                  "measured": "not implemented here", "interval": "", "rule": "", "verdict": "not tested"})

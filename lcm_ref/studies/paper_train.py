@@ -30,7 +30,7 @@ from ..testbed.digits import data, lcd, sampling
 from ..testbed.digits import teacher as tch
 from ..testbed.digits.models import ROLES, WEIGHT_FILES, usage
 from .paper import CEILING_STEPS, DEFAULT_OUT, EVAL_SEED, KS, OMEGA, PACKAGE, RUNS, WEIGHTS, balanced_labels, \
-    guidance_transfer, skipping_rows
+    guidance_transfer, pixels, skipping_rows
 
 __all__ = ["Grid", "GRIDS", "STAGES", "RECIPE", "train"]
 
@@ -95,13 +95,15 @@ def _eval_fn(classifier, freal, fteacher, *, num_ddim_timesteps, timestep_scalin
                                             timestep_scaling=timestep_scaling,
                                             original_inference_steps=num_ddim_timesteps, device=device)
         images = run(OMEGA)
-        f = clf.features(classifier, images)
+        f, p = clf.features(classifier, images), pixels(images)
         fd = clf.bootstrap_fd(f, freal, n_boot=n_boot)
         ft = clf.bootstrap_fd(f, fteacher["features"], n_boot=n_boot)
+        fp = clf.bootstrap_fd(p, fteacher["pixels"], n_boot=n_boot)
         cs = clf.class_probability(classifier, images, labels).mean()
         move = guidance_transfer(run(lo_w), run(hi_w), *fteacher["pair"])
         return {"fd": fd["fd"], "fd_lo": fd["lo"], "fd_hi": fd["hi"], "fd_teacher": ft["fd"],
-                "fd_teacher_lo": ft["lo"], "fd_teacher_hi": ft["hi"], "class_score": float(cs),
+                "fd_teacher_lo": ft["lo"], "fd_teacher_hi": ft["hi"], "fd_teacher_pix": fp["fd"],
+                "fd_teacher_pix_lo": fp["lo"], "fd_teacher_pix_hi": fp["hi"], "class_score": float(cs),
                 "omega_move": move["move"], "omega_align": move["align"]}
     return fn
 
@@ -208,7 +210,8 @@ class _Trainer:
         if getattr(self, "_fteacher", None) is None:
             run = lambda w: sampling.teacher_sample(teacher, balanced_labels(self.grid.n_eval), w,  # noqa: E731
                                                     CEILING_STEPS, "ddim", seed=EVAL_SEED, device=self.device)
-            self._fteacher = {"features": clf.features(classifier, run(OMEGA)),
+            images = run(OMEGA)
+            self._fteacher = {"features": clf.features(classifier, images), "pixels": pixels(images),
                               "pair": (run(lcd.OMEGA_RANGE[0]), run(lcd.OMEGA_RANGE[1]))}
         return self._fteacher
 
@@ -239,7 +242,9 @@ class _Trainer:
             rows.append({"run": name, "study": study, "solver": solver, "k": k, "timestep_scaling": s,
                          "iteration": it, "fd": e["fd"], "fd_lo": e["fd_lo"], "fd_hi": e["fd_hi"],
                          "fd_teacher": e["fd_teacher"], "fd_teacher_lo": e["fd_teacher_lo"],
-                         "fd_teacher_hi": e["fd_teacher_hi"], "class_score": e["class_score"],
+                         "fd_teacher_hi": e["fd_teacher_hi"], "fd_teacher_pix": e.get("fd_teacher_pix", ""),
+                         "fd_teacher_pix_lo": e.get("fd_teacher_pix_lo", ""),
+                         "fd_teacher_pix_hi": e.get("fd_teacher_pix_hi", ""), "class_score": e["class_score"],
                          "omega_move": e["omega_move"], "omega_align": e["omega_align"],
                          "loss": float(np.mean(window)) if window else "", "seed": seed,
                          "grid": g.name})
