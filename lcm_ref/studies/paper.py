@@ -758,14 +758,18 @@ def closing_note(classifier_rows, table_rows, verdict_rows, training_rows, guida
     lines = [f"- Classifier held-out accuracy: **{acc:.4f}** (test split, {n_test} digits).",
              f"- Real-vs-real FD floor (train split vs test split): **{floor['value']:.3g}** "
              f"[{floor['lo']:.3g}, {floor['hi']:.3g}]."]
-    lines.append("- Table 1 analog, FD at 1 / 2 / 4 / 8 steps (ω = 8, pooled seeds, 95 % interval):")
-    for meth in sampling.METHODS:
-        cells = [next(r for r in table_rows if r["method"] == meth and r["steps"] == n) for n in STEPS]
-        lines.append(f"  - {_LABELS[meth]}: " + " / ".join(f"{r['fd']:.3g} [{r['fd_lo']:.3g}, {r['fd_hi']:.3g}]"
-                                                            for r in cells))
-    ceil = next((r for r in table_rows if r["method"] == "teacher_ddim_50"), None)
-    if ceil:
-        lines.append(f"  - {_LABELS['teacher_ddim_50']}: {ceil['fd']:.3g} [{ceil['fd_lo']:.3g}, {ceil['fd_hi']:.3g}]")
+    cols = [("CNN features", "fd")] + ([("pixels", "fd_pix")] if "fd_pix" in table_rows[0] else [])
+    for space, key in cols:
+        lines.append(f"- Table 1 analog, FD to the test split on {space} at 1 / 2 / 4 / 8 steps (ω = 8, pooled "
+                     "seeds, 95 % interval):")
+        for meth in sampling.METHODS:
+            cells = [next(r for r in table_rows if r["method"] == meth and r["steps"] == n) for n in STEPS]
+            lines.append(f"  - {_LABELS[meth]}: " + " / ".join(
+                f"{r[key]:.3g} [{r[key + '_lo']:.3g}, {r[key + '_hi']:.3g}]" for r in cells))
+        ceil = next((r for r in table_rows if r["method"] == "teacher_ddim_50"), None)
+        if ceil:
+            lines.append(f"  - {_LABELS['teacher_ddim_50']}: {ceil[key]:.3g} [{ceil[key + '_lo']:.3g}, "
+                         f"{ceil[key + '_hi']:.3g}]")
     lines.append("- Verdicts:")
     lines += [f"  - **{r['verdict']}** — {r['claim']}: {r['measured']} {r['interval']}".rstrip() for r in verdict_rows]
     total = sum(float(r["seconds"]) for r in training_rows)
@@ -805,19 +809,21 @@ def caveats(table_rows, guidance_rows) -> str:
                "weaker guidance than the teacher's." if weak else
                "The student follows the teacher's dependence on ω to a comparable degree."))
     ceil = {(r["method"], r["steps"]): r for r in table_rows if r.get("fd_ceiling") not in ("", None)}
-    if ("lcm", 4) in ceil:
-        best = min((m for m in sampling.TEACHER_SOLVERS if (m, 4) in ceil), key=lambda m: ceil[(m, 4)]["fd_ceiling"])
+    keys = [("CNN features", "fd_ceiling")] + \
+        ([("pixels", "fd_ceiling_pix")] if "fd_ceiling_pix" in next(iter(ceil.values()), {}) else [])
+    for space, key in keys if ("lcm", 4) in ceil else []:
+        best = min((m for m in sampling.TEACHER_SOLVERS if (m, 4) in ceil), key=lambda m: ceil[(m, 4)][key])
         a, b = ceil[("lcm", 4)], ceil[(best, 4)]
         out.append(
-            f"- **Closeness to the teacher.** At 4 steps the student's FD to the teacher's own 50-step samples "
-            f"(`fd_ceiling`) is {a['fd_ceiling']:.3g} [{a['fd_ceiling_lo']:.3g}, {a['fd_ceiling_hi']:.3g}], "
-            f"{best}'s {b['fd_ceiling']:.3g} [{b['fd_ceiling_lo']:.3g}, {b['fd_ceiling_hi']:.3g}]. "
+            f"- **Closeness to the teacher ({space}).** At 4 steps the student's FD to the teacher's own 50-step "
+            f"samples (`{key}`) is {a[key]:.3g} [{a[key + '_lo']:.3g}, {a[key + '_hi']:.3g}], "
+            f"{best}'s {b[key]:.3g} [{b[key + '_lo']:.3g}, {b[key + '_hi']:.3g}]. "
             + ("So at 4 steps the teacher's own solver reproduces the guided distribution more closely than the "
                "student does, although the student is closer to the real digits: the Table 1 verdicts hold for "
                "the paper's measure (FD to data), not as evidence that the student reproduces its guided teacher."
-               if b["fd_ceiling_hi"] < a["fd_ceiling_lo"] else
+               if b[key + "_hi"] < a[key + "_lo"] else
                "The student is at least as close to the teacher's guided distribution as the teacher's own "
-               "4-step solver." if a["fd_ceiling_hi"] <= b["fd_ceiling_lo"] else
+               "4-step solver." if a[key + "_hi"] <= b[key + "_lo"] else
                "Their intervals overlap: neither is shown closer to the teacher's guided distribution."))
     return "\n".join(out)
 

@@ -32,7 +32,7 @@ from ..testbed.digits.models import ROLES, WEIGHT_FILES, usage
 from .paper import CEILING_STEPS, DEFAULT_OUT, EVAL_SEED, KS, OMEGA, PACKAGE, RUNS, WEIGHTS, balanced_labels, \
     guidance_transfer, pixels, skipping_rows
 
-__all__ = ["Grid", "GRIDS", "STAGES", "RECIPE", "train"]
+__all__ = ["Grid", "GRIDS", "STAGES", "EXTRA_SEEDS", "RECIPE", "train"]
 
 #: the distillation recipe of every run (``lcd.distill`` keywords): see docs/design.md §11.1
 RECIPE = dict(guidance_dim=lcd.GUIDANCE_DIM, cond_init="zero", lr=3e-4, warmup=50, weight_decay=0.0, loss="l2",
@@ -62,7 +62,9 @@ class Grid:
 #: "full": Fig. 3 runs as long as the main student; "cpu": Fig. 3 runs cut to 1,000 iterations (their curves are
 #: the first half of the full ones: the distillation's learning rate is constant, nothing depends on the length).
 GRIDS = {"full": Grid("full"), "cpu": Grid("cpu", fig3_iterations=1000)}
-STAGES = ("classifier", "teacher", "student", "scaling", "skipping")
+STAGES = ("classifier", "teacher", "student", "student_seeds", "scaling", "skipping")
+#: the main setting's further training seeds (stage "student_seeds"): name in ``WEIGHT_FILES`` → seed
+EXTRA_SEEDS = {"student_seed1": 1}
 
 
 def _run_name(solver, k, s, iterations):
@@ -301,7 +303,7 @@ def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=N
         t.weights.mkdir(parents=True, exist_ok=True)
         t.runs.mkdir(parents=True, exist_ok=True)
         classifier = t.classifier() if "classifier" in only or any(s != "classifier" for s in only) else None
-        need_teacher = any(s in only for s in ("teacher", "student", "scaling", "skipping"))
+        need_teacher = any(s in only for s in ("teacher", "student", "student_seeds", "scaling", "skipping"))
         teacher = t.teacher() if need_teacher else None
         if teacher is None:
             return
@@ -310,6 +312,11 @@ def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=N
         if "student" in only:
             t.lcd_run(teacher, classifier, freal, study="main", solver="ddim", k=20, s=10.0,
                       iterations=g.student_iterations, weight_file=WEIGHT_FILES["student"], role=ROLES["student"])
+        if "student_seeds" in only:
+            for name, seed in EXTRA_SEEDS.items():
+                t.lcd_run(teacher, classifier, freal, study="main", solver="ddim", k=20, s=10.0,
+                          iterations=g.student_iterations, weight_file=WEIGHT_FILES[name], role=ROLES[name],
+                          seed=seed)
         if "scaling" in only:
             for s, name in ((1.0, "student_s1"), (100.0, "student_s100")):
                 t.lcd_run(teacher, classifier, freal, study="scaling", solver="ddim", k=20, s=s,

@@ -23,10 +23,13 @@ __all__ = ["WEIGHTS", "WEIGHT_FILES", "ROLES", "usage", "load"]
 WEIGHTS = Path(__file__).resolve().parent / "weights"       #: the committed safetensors + JSON records
 #: name → file in ``WEIGHTS``
 WEIGHT_FILES = {"classifier": "classifier.safetensors", "teacher": "teacher.safetensors",
-                "student": "student_k20_ddim_s10.safetensors", "student_s1": "student_k20_ddim_s1.safetensors",
+                "student": "student_k20_ddim_s10.safetensors",
+                "student_seed1": "student_k20_ddim_s10_seed1.safetensors",
+                "student_s1": "student_k20_ddim_s1.safetensors",
                 "student_s100": "student_k20_ddim_s100.safetensors"}
 #: name → role written into the record
-ROLES = {"classifier": "metric", "teacher": "teacher", "student": "main", "student_s1": "timestep_scaling",
+ROLES = {"classifier": "metric", "teacher": "teacher", "student": "main", "student_seed1": "main, training seed 1",
+         "student_s1": "timestep_scaling",
          "student_s100": "timestep_scaling"}
 
 
