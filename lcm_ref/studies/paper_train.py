@@ -51,7 +51,7 @@ class Grid:
     teacher_iterations: int = 3000
     teacher_batch: int = 128
     student_iterations: int = 10000         # the main student (under an hour on one CPU thread)
-    scaling_iterations: int = 2000          # the timestep_scaling students
+    scaling_iterations: int = 10000         # the timestep_scaling students (as long as the main one)
     student_batch: int = 64
     fig3_iterations: int = 2000             # every (k, solver) run of Fig. 3
     eval_every: int = 100                   # Fig. 3 curves: 4-step FD every this many iterations
@@ -59,8 +59,8 @@ class Grid:
     n_eval: int = 300                       # samples per evaluation along a run
 
 
-#: "full": Fig. 3 runs as long as the main student; "cpu": Fig. 3 runs cut to 1,000 iterations (their curves are
-#: the first half of the full ones: the distillation's learning rate is constant, nothing depends on the length).
+#: "full": Fig. 3 runs of 2,000 iterations; "cpu": cut to 1,000 (their curves are the first half of the full ones:
+#: the distillation's learning rate is constant after the warm-up, nothing depends on the length).
 GRIDS = {"full": Grid("full"), "cpu": Grid("cpu", fig3_iterations=1000)}
 STAGES = ("classifier", "teacher", "student", "student_seeds", "scaling", "skipping")
 #: the main setting's further training seeds (stage "student_seeds"): name in ``WEIGHT_FILES`` → seed

@@ -62,6 +62,6 @@ def load(name: str, device="cpu", weights=None):
     if not path.is_file():
         raise LCMRefError("weights", str(path), "committed weights: run `lcm-ref paper train` to make them")
     model, rec = ck.load(path, device)
-    if rec.get("kind") == "unet" and "usage" not in rec:
+    if rec.get("kind") == "unet" and "usage" not in rec:        # records written before ``usage`` existed
         rec = {**rec, "usage": usage(ROLES[name], model.config.get("time_cond_proj_dim"))}
     return model, rec
