@@ -38,7 +38,9 @@ def configure_parser(parser):
                    help="where the training curves and wall times go (default: the package's testbed/digits/runs)")
     p.add_argument("--data", metavar="DIR", default="reports/data",
                    help="copy of the CSVs for the report (default ./reports/data)")
-    p.add_argument("--force", action="store_true", help="retrain stages that are already done")
+    p.add_argument("--force", action="store_true",
+                   help="retrain the stages named by --only (all without it) even when done; what they need "
+                   "first (classifier, teacher) is not redone unless named")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -302,9 +302,13 @@ def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=N
                      command=command or "lcm-ref paper train " + " ".join(sys.argv[3:]), log=log)
         t.weights.mkdir(parents=True, exist_ok=True)
         t.runs.mkdir(parents=True, exist_ok=True)
+        # --force redoes the stages named, not what they need first: a student stage must not retrain the teacher
+        t.force = force and "classifier" in only
         classifier = t.classifier() if "classifier" in only or any(s != "classifier" for s in only) else None
         need_teacher = any(s in only for s in ("teacher", "student", "student_seeds", "scaling", "skipping"))
+        t.force = force and "teacher" in only
         teacher = t.teacher() if need_teacher else None
+        t.force = force
         if teacher is None:
             return
         freal = clf.features(classifier, data.load("test").x)
