@@ -295,7 +295,8 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
         c = c.to(device)
         f_target = lcd_target(teacher, target, tables, x, start, tgt, c, omega, solver)
         f_online = consistency(student, tables, x, start, c, guidance_embedding(omega, dim).to(device))
-        scale = tables[1][start].abs() if loss_space == "eps" else None
+        # ε space: divide by |b[start]| = |∂f/∂ε|; at t = 0 (k = 1's grid) b = 0 and f = x whatever ε: no division
+        scale = torch.where(tables[1][start] == 0, 1.0, tables[1][start].abs()) if loss_space == "eps" else None
         value = consistency_loss(f_online, f_target, loss, scale)
         optimizer_step(student, value, opt, sched)
         with torch.no_grad():
