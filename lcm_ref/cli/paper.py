@@ -29,7 +29,7 @@ def configure_parser(parser):
                    "main student (default on CUDA)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--student-iterations", type=int, default=None, metavar="N",
-                   help="LCD iterations of the main student instead of the grid's (cpu and full: 10,000)")
+                   help="LCD iterations of the main student instead of the grid's (cpu and full: 20,000)")
     p.add_argument("--work", metavar="DIR", default=None,
                    help="where run states are kept for resuming (default ./build/paper-train)")
     p.add_argument("--weights", metavar="DIR", default=None,

@@ -50,8 +50,8 @@ class Grid:
     classifier_epochs: int = 40
     teacher_iterations: int = 3000
     teacher_batch: int = 128
-    student_iterations: int = 10000         # the main student (under an hour on one CPU thread)
-    scaling_iterations: int = 10000         # the timestep_scaling students (as long as the main one)
+    student_iterations: int = 20000         # the main student (45 min on one thread of the shared 2-core CPU)
+    scaling_iterations: int = 20000         # the timestep_scaling students (as long as the main one)
     student_batch: int = 64
     fig3_iterations: int = 2000             # every (k, solver) run of Fig. 3
     eval_every: int = 100                   # Fig. 3 curves: 4-step FD every this many iterations
