@@ -6,18 +6,24 @@ Per iteration (names as in ``lcm_ref.testbed.distill``, the analytic-testbed ver
     x_0, c ~ train split;  N = num_ddim_timesteps, k = T // N (the skipping step);  start = j·k − 1, j ~ U{1..N}
     target = max(start − k, 0);  ω ~ U[omega_min, omega_max];  x = DDPMScheduler.add_noise(x_0, ε, start)
     x̂ = Ψ(x, start → target; ω, c)   one augmented (guided) PF-ODE step with the teacher's ε̃ (``solver_step``)
-    loss = ‖f_θ(x, start, ω, c) − f_θ⁻(x̂, target, ω, c)‖²  (mean over pixels and batch),  θ⁻ ← μ·θ⁻ + (1 − μ)·θ
+    target = f_θ⁻(x̂, target, ω, c)   (``lcd_target``: the one function that computes it)
+    loss = ρ((f_θ(x, start, ω, c) − target)/scale)  (mean over pixels and batch),  θ⁻ ← μ·θ⁻ + (1 − μ)·θ
 
 with f_θ(x, t) = c_skip(t)·x + c_out(t)·x̂_0(ε_θ(x, t, ω, c)), LCM's boundary scalings with σ_data = 0.5 and
 ``timestep_scaling`` s (c_skip = σ²/((s·t)² + σ²), c_out = s·t/√((s·t)² + σ²)), fused as f = a[t]·x + b[t]·ε_θ by
 ``lcm_ref.testbed.distill.fused_tables`` from the float64 reference tables. c_skip(0) = 1 and c_out(0) = 0, so the
-student learns the ODE map to timestep 0.
+student learns the ODE map to timestep 0. ρ is the square (``"l2"``) or the pseudo-Huber loss (``"huber"``);
+``scale`` is 1 (``loss_space="x0"``: the error of f, as diffusers' LCD script measures it) or |b[start]|
+(``"eps"``: the error of the student's ε, every start timestep weighing alike; docs/design.md §11.1 on why this is
+the choice that lets ω reach the student).
 
 **The student** is the teacher's U-Net plus LCM's guidance embedding: ``UNet2DConditionModel`` with
-``time_cond_proj_dim`` = ``GUIDANCE_DIM``; ``guidance_embedding(ω)`` (sinusoids of 1000·ω, the form LCM uses) passes
-through the time embedding's ``cond_proj`` (a bias-free linear layer) and is added to the timestep's features. It is
-initialised from the teacher, weight for weight; ``cond_proj`` is initialised to zero, so that at iteration 0 the
-student is exactly the teacher's conditional branch (a test checks this), and the guidance dependence is learned.
+``time_cond_proj_dim`` = ``GUIDANCE_DIM`` (256, diffusers' LCD default); ``guidance_embedding(ω)`` (sinusoids of
+1000·ω, the form LCM uses) passes through the time embedding's ``cond_proj`` (a bias-free linear layer) and is added
+to the timestep's features. It is initialised from the teacher, weight for weight; ``cond_proj`` keeps torch's
+default draw (``cond_init="default"``, as diffusers' script) or starts at zero (``"zero"``, what the testbed trains
+with: at iteration 0 the student is exactly the teacher's conditional branch, a test checks this), and the
+guidance dependence is learned.
 The embedded ω is the paper's ω (diffusers' LCM pipeline embeds ``guidance_scale − 1``, the same number).
 
 **The ODE solvers Ψ** (one step from s = start to t = target, α = √ᾱ, σ = √(1 − ᾱ), λ = log(α/σ), h = λ_t − λ_s,
@@ -231,8 +237,10 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
             cond_init: str = "default", ema_decay: float = 0.95, seed: int = STUDENT_SEED, device="cpu",
             progress: bool = True, resume=None,
             checkpoint_fn=None, checkpoint_every: int = 250, eval_every: int = 0, eval_fn=None) -> TrainState:
-    """Algorithm 1 (module docstring) for ``iterations`` Adam steps at a constant learning rate after a linear
-    warm-up (as diffusers' LCD script defaults to), gradient clipping at 1. A run of I iterations is the first I
+    """Algorithm 1 (module docstring) for ``iterations`` AdamW steps (``weight_decay``) at a constant learning rate
+    after a linear warm-up of ``warmup`` iterations (diffusers' LCD script: lr 1e-4, weight decay 1e-2, constant,
+    the defaults here), gradient clipping at 1; ``loss``, ``loss_space``, ``guidance_dim`` and ``cond_init`` as in
+    the module docstring. A run of I iterations is the first I
     iterations of any longer run with the same settings and seed (nothing depends on the total). Returns the
     ``TrainState``: ``model`` the online student θ (the one sampled), ``ema`` the target θ⁻.
 
