@@ -193,7 +193,7 @@ def _single_threaded(fn):
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with clf._one_thread():
+            with clf.one_thread():
                 return fn(*args, **kwargs)
         finally:
             torch.set_num_threads(n)

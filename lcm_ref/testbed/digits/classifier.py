@@ -25,7 +25,7 @@ from ...numerics import frechet_distance
 from .data import N_CLASSES, Split
 
 __all__ = ["DigitClassifier", "train_classifier", "features", "logits", "accuracy", "class_probability",
-           "frechet_distance", "bootstrap_fd", "bootstrap_fd_difference", "bootstrap_mean",
+           "frechet_distance", "bootstrap_fd", "bootstrap_fd_difference", "bootstrap_mean", "one_thread",
            "FEATURE_DIM", "CLASSIFIER_SEED"]
 
 FEATURE_DIM = 64
@@ -135,7 +135,7 @@ def _interval(reps, estimate, level=0.95):
     return float(np.quantile(reps, a) - bias), float(np.quantile(reps, 1 - a) - bias)
 
 
-def _one_thread():
+def one_thread():
     """BLAS limited to one thread: 64×64 eigendecompositions are faster single-threaded, and the machine is shared."""
     try:
         from threadpoolctl import threadpool_limits
@@ -155,7 +155,7 @@ def bootstrap_fd(fa, fb, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     _check_boot(n_boot)
     fa, fb = np.asarray(fa), np.asarray(fb)
     rng = np.random.default_rng(seed)
-    with _one_thread():
+    with one_thread():
         fd = frechet_distance(fa, fb)
         reps = [frechet_distance(fa[rng.integers(0, len(fa), len(fa))], fb[rng.integers(0, len(fb), len(fb))])
                 for _ in range(n_boot)]
@@ -170,7 +170,7 @@ def bootstrap_fd_difference(fa, fb, freal, *, n_boot: int = N_BOOT, seed: int = 
     fa, fb, freal = np.asarray(fa), np.asarray(fb), np.asarray(freal)
     rng = np.random.default_rng(seed)
     reps = []
-    with _one_thread():
+    with one_thread():
         diff = frechet_distance(fa, freal) - frechet_distance(fb, freal)
         for _ in range(n_boot):
             r = freal[rng.integers(0, len(freal), len(freal))]
