@@ -1,5 +1,6 @@
-"""Small helpers every layer shares: machine epsilon and unit roundoff per dtype, float64 conversion, and writing a
-file atomically (a temporary file in the same folder, then ``os.replace``: never a half-written file).
+"""Small helpers every layer shares: machine epsilon and unit roundoff per dtype, float64 conversion, writing a
+file atomically (a temporary file in the same folder, then ``os.replace``: never a half-written file), CSV and
+Markdown tables, and the Fréchet distance (the FID formula, used by both testbeds).
 
 Imports neither torch nor diffusers at module level (the reference uses it); ``torch_dtype`` imports torch when
 called.
@@ -19,7 +20,7 @@ import numpy as np
 from .errors import LCMRefError
 
 __all__ = ["EPS", "eps", "unit_roundoff", "dtype_name", "torch_dtype", "to_f64", "umask", "file_mode", "write_atomic",
-           "csv_text", "write_csv", "read_csv", "markdown_table"]
+           "csv_text", "write_csv", "read_csv", "markdown_table", "moments", "frechet_distance"]
 
 #: machine epsilon (the spacing of floats in [1, 2)) of each floating dtype lcm_ref compares in
 EPS = {"float64": 2.0 ** -52, "float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
@@ -145,7 +146,14 @@ def csv_text(rows, columns=None, floatfmt=None) -> str:
 
 
 def write_csv(rows, path, columns=None, floatfmt=None) -> Path:
-    """``csv_text`` written atomically to ``path``."""
+    """``csv_text`` written atomically to ``path`` (the project's one CSV writer). Refused before anything is
+    written: no rows, or (when ``columns`` is not given) a row with a key the first row lacks."""
+    rows = list(rows)
+    if not rows:
+        raise LCMRefError("rows", rows, "a non-empty list of dicts")
+    extra = [] if columns else sorted({k for r in rows for k in r} - set(rows[0]))
+    if extra:
+        raise LCMRefError("rows", f"keys {extra}", f"only the first row's keys {list(rows[0])}")
     return write_atomic(path, csv_text(rows, columns, floatfmt))
 
 
@@ -182,3 +190,36 @@ def markdown_table(rows, columns=None, floatfmt=".3g") -> str:
     lines = ["| " + " | ".join(str(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_md_cell(r.get(c), floatfmt) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def moments(a, name="a") -> tuple:
+    """(mean, covariance) in float64 of samples ``a`` (N, d), N ≥ 2 (unbiased covariance, as FID), or a
+    (mean, cov) pair as given."""
+    if isinstance(a, tuple):
+        m, c = (np.asarray(v, dtype=np.float64) for v in a)
+        return np.atleast_1d(m), np.atleast_2d(c)
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2 or len(a) < 2:
+        raise LCMRefError(f"{name}.shape", a.shape, "(N, d) with N >= 2, or a (mean, cov) tuple")
+    if not np.isfinite(a).all():
+        raise LCMRefError(name, "non-finite values", "finite samples")
+    return a.mean(axis=0), np.atleast_2d(np.cov(a, rowvar=False))
+
+
+def _psd_sqrt(c):
+    w, v = np.linalg.eigh(c)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def frechet_distance(a, b) -> float:
+    """The Fréchet distance (squared, like FID) between the Gaussians fitted to ``a`` and ``b`` (each samples
+    (N, d) or a (mean, cov) pair): ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2 tr (Σ_a^½ Σ_b Σ_a^½)^½, with symmetric
+    eigendecompositions in float64 (the symmetric form has real eigenvalues; negative rounding is clipped to 0).
+    On Gaussians this is W2²."""
+    (ma, ca), (mb, cb) = moments(a, "a"), moments(b, "b")
+    if ma.shape != mb.shape:
+        raise LCMRefError("b", f"dimension {mb.shape}", f"the dimension of a, {ma.shape}")
+    s = _psd_sqrt(ca)
+    m = s @ cb @ s
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
+    return float(np.sum((ma - mb) ** 2) + np.trace(ca) + np.trace(cb) - 2.0 * cross)

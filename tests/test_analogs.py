@@ -9,7 +9,7 @@ import pytest
 
 import lcm_ref.reference as ref
 from lcm_ref import LCMRefError
-from lcm_ref.numerics import eps
+from lcm_ref.numerics import eps, write_csv
 from lcm_ref.studies import analogs as an
 
 EPS64 = eps("float64")
@@ -143,14 +143,15 @@ def test_endpoint_boundary_differs_from_data_by_s0(results):
 
 
 def test_write_csv_is_atomic(tmp_path):
-    """A failing write leaves the previous file intact and no temporary file behind; empty rows are refused."""
-    an.write_csv([{"a": 1}], "x.csv", tmp_path)
-    with pytest.raises(ValueError):
-        an.write_csv([{"a": 2}, {"b": 3}], "x.csv", tmp_path)   # DictWriter refuses the unknown key mid-write
+    """numerics.write_csv (the one CSV writer): a refused write leaves the previous file intact and no temporary
+    file behind; empty rows and rows with keys the first row lacks are refused."""
+    write_csv([{"a": 1}], tmp_path / "x.csv")
+    with pytest.raises(LCMRefError, match="rows"):
+        write_csv([{"a": 2}, {"b": 3}], tmp_path / "x.csv")
     assert (tmp_path / "x.csv").read_text().split() == ["a", "1"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv"]
     with pytest.raises(LCMRefError, match="rows"):
-        an.write_csv([], "y.csv", tmp_path)
+        write_csv([], tmp_path / "y.csv")
 
 
 def test_analogs_are_reproducible(tmp_path):

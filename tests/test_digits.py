@@ -109,23 +109,59 @@ def _tiny_teacher(seed=0):
 
 
 def test_student_starts_as_the_teacher_and_the_guidance_embedding_changes_its_output():
+    """Protects make_student: every teacher weight carried over; cond_proj zero (the teacher exactly) or torch's
+    default draw from the seed (the LCD script's strict=False load), and then ω changes the output."""
     teacher = _tiny_teacher()
-    student = lcd.make_student(teacher).eval()
     x = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(2))
     t, c = torch.tensor([999, 500, 100, 0]), torch.tensor([0, 3, 5, 9])
     emb = lambda w: lcd.guidance_embedding(torch.full((4,), w))  # noqa: E731
+    zero = lcd.make_student(teacher, cond_init="zero").eval()
+    default = lcd.make_student(teacher).eval()
+    again = lcd.make_student(teacher).eval()
     with torch.no_grad():
         base = tch.unet_eps(teacher, x, t, c)
-        # cond_proj starts at zero: the student is the teacher exactly, whatever ω
-        assert torch.equal(tch.unet_eps(student, x, t, c, emb(2.0)), base)
-        assert torch.equal(tch.unet_eps(student, x, t, c, emb(14.0)), base)
-        student.time_embedding.cond_proj.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
-        a, b = tch.unet_eps(student, x, t, c, emb(2.0)), tch.unet_eps(student, x, t, c, emb(8.0))
+        # cond_proj zero: the student is the teacher exactly, whatever ω
+        assert torch.equal(tch.unet_eps(zero, x, t, c, emb(2.0)), base)
+        assert torch.equal(tch.unet_eps(zero, x, t, c, emb(14.0)), base)
+        a, b = tch.unet_eps(default, x, t, c, emb(2.0)), tch.unet_eps(default, x, t, c, emb(8.0))
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in default.state_dict().items()
+               if k != "time_embedding.cond_proj.weight")
+    # the default draw comes from the seed: two students made alike are equal
+    assert torch.equal(default.time_embedding.cond_proj.weight, again.time_embedding.cond_proj.weight)
     # A float32 forward pass of this net rounds a few hundred times, each ≤ 2⁻²⁴ ≈ 6e-8 relative on O(1) values, so
     # rounding alone moves an output by well under 1e-4; a larger difference is the guidance embedding's doing.
     assert (a - b).abs().max() > 1e-4
     # the embeddings themselves: sin/cos of 1000·ω·f_j differ by O(1) between ω = 2 and 2.5 for the high f_j
     assert (emb(2.0) - emb(2.5)).abs().max() > 0.5
+
+
+def test_distill_trains_on_lcd_target(monkeypatch):
+    """Protects the training loop's wiring: every iteration's loss is consistency_loss(f_θ(x, start), lcd_target(x,
+    start → max(start − k, 0))) with start on the DDIM grid and ω in the training range, so the hand-checked
+    lcd_target above is the target training uses (an inline copy, or a target at another timestep, fails here)."""
+    calls, losses = [], []
+    real_target, real_loss = lcd.lcd_target, lcd.consistency_loss
+
+    def spy_target(teacher, target_net, tables, x, start, target, labels, omega, solver="ddim"):
+        out = real_target(teacher, target_net, tables, x, start, target, labels, omega, solver)
+        calls.append((torch.as_tensor(start).clone(), torch.as_tensor(target).clone(), omega.clone(), out))
+        return out
+
+    def spy_loss(pred, target, loss="l2", scale=None):
+        losses.append((target, real_loss(pred, target, loss, scale)))
+        return losses[-1][1]
+    monkeypatch.setattr(lcd, "lcd_target", spy_target)
+    monkeypatch.setattr(lcd, "consistency_loss", spy_loss)
+    st = lcd.distill(_tiny_teacher(), data.load("train"), iterations=3, batch_size=6, progress=False,
+                     omega_min=2.0, omega_max=14.0)
+    assert len(calls) == len(losses) == 3
+    grid = set(lcd.solver_grid(50).tolist())
+    for (start, target, omega, out), (used, value), recorded in zip(calls, losses, st.losses):
+        assert used is out                                   # the loss is taken against lcd_target's output
+        assert set(start.tolist()) <= grid
+        assert torch.equal(target, torch.clamp(start - 20, min=0))
+        assert bool(((omega >= 2.0) & (omega <= 14.0)).all())
+        assert recorded == value.item()
 
 
 def test_checkpoint_round_trips(tmp_path):
@@ -197,6 +233,16 @@ def test_distillation_resumes_to_the_same_weights():
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_eps_space_loss_is_finite_on_k1_grid_that_starts_at_t0():
+    """Protects the ε-space loss at start = 0 (k = 1's grid includes it): there b[0] = 0 and f = x whatever ε, so the
+    loss must not divide by it (it did: NaN on the first batch that drew t = 0)."""
+    st = lcd.distill(_tiny_teacher(), data.load("train"), num_ddim_timesteps=1000, iterations=20, batch_size=64,
+                     progress=False, loss_space="eps")
+    # 20 batches of 64 starts from 1,000: P(no t = 0 drawn) = (999/1000)^1280 ≈ 0.28, so the seed matters; seed 0
+    # draws it (checked by the NaN this test caught before the fix)
+    assert all(math.isfinite(v) for v in st.losses)
+
+
 def test_one_step_lcm_sample_is_lcms_boundary_formula():
     """One step through lcm_ref's drop-in LCMScheduler returns c_skip(999)·x_T + c_out(999)·x̂_0 (epsilon)."""
     student = lcd.make_student(_tiny_teacher()).eval()
@@ -255,15 +301,15 @@ def test_data_split_is_fixed_stratified_and_scaled():
     (lambda: sampling.lcm_sample(None, torch.zeros(2, 2, dtype=torch.long), 8.0, 1), "labels"),
     (lambda: sampling.teacher_sample(None, torch.arange(2), -1.0, 1), "omega"),
     (lambda: sampling.teacher_scheduler("euler", 4), "solver"),
-    (lambda: clf.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4))), "fb"),
-    (lambda: clf.frechet_distance(np.zeros(5), np.zeros(5)), "features"),
+    (lambda: clf.frechet_distance(np.zeros((5, 3)), np.zeros((5, 4))), "b"),
+    (lambda: clf.frechet_distance(np.zeros(5), np.zeros(5)), "a.shape"),
     (lambda: clf.bootstrap_fd(np.zeros((5, 2)), np.zeros((5, 2)), n_boot=1), "n_boot"),
     (lambda: clf.class_probability(clf.DigitClassifier(), torch.zeros(2, 1, 8, 8), [1]), "labels"),
     (lambda: clf.features(clf.DigitClassifier(), torch.zeros(2, 8, 8)), "images"),
     (lambda: ck.save("/tmp/x.pt", clf.DigitClassifier()), "path"),
     (lambda: ck.load("/nonexistent/x.safetensors"), "path"),
-    (lambda: __import__("lcm_ref.studies.paper", fromlist=["train"]).train(["bogus"]), "--only"),
-    (lambda: __import__("lcm_ref.studies.paper", fromlist=["train"]).train(["teacher"], grid="huge"), "--grid"),
+    (lambda: __import__("lcm_ref.studies.paper_train", fromlist=["train"]).train(["bogus"]), "--only"),
+    (lambda: __import__("lcm_ref.studies.paper_train", fromlist=["train"]).train(["teacher"], grid="huge"), "--grid"),
 ])
 def test_bad_input_names_the_parameter(call, parameter):
     with pytest.raises(LCMRefError) as e:
@@ -279,8 +325,8 @@ def test_verdict_rule_and_grid_preference():
     assert paper._decide(0.5, 0.9, 1.0) == "reproduced"          # worse by less than δ = 1: level
     rows = [{"study": "skipping", "grid": g, "k": 1} for g in ("cpu", "full", "cpu")] + \
         [{"study": "main", "grid": "cpu", "k": 20}]
-    assert [r["grid"] for r in paper._skipping_rows(rows)] == ["full"]
-    assert len(paper._skipping_rows([r for r in rows if r["grid"] == "cpu"])) == 2
+    assert [r["grid"] for r in paper.skipping_rows(rows)] == ["full"]
+    assert len(paper.skipping_rows([r for r in rows if r["grid"] == "cpu"])) == 2
 
 
 def test_design_quotes_the_committed_results():
@@ -330,3 +376,52 @@ def test_design_quotes_the_committed_results():
         hits = [v for c, v in verdicts.items() if key in c]
         assert hits and all(v == verdict for v in hits), (key, hits)
     assert "the four Table 1 statements reproduced (on FD to the data)" in text
+
+
+def test_main_student_samples_with_diffusers_own_lcm_scheduler_and_guidance_embedding():
+    """Protects ``digits.load`` for outside users: from the record alone, diffusers' ``LCMScheduler`` and
+    ``LatentConsistencyModelPipeline.get_guidance_scale_embedding`` sample the committed main student as the
+    page's sampler does (the embedding within its float32 rounding of ours, every step within rounding of
+    ``lcm_ref.torch_impl.LCMScheduler``'s, which ``sampling.lcm_sample`` uses, on the same input and noise)."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
+
+    import lcm_ref.testbed.digits as digits
+    unet, rec = digits.load("student")
+    use, lcd_rec = rec["usage"], rec["lcd"]
+    assert use["role"] == "main" and use["null_class"] == data.NULL_LABEL
+    dim = use["time_cond_proj_dim"]
+    assert dim == unet.config.time_cond_proj_dim
+    n, omega, steps = 20, 8.0, 4
+    labels = torch.arange(n) % 10
+    w = torch.full((n,), omega)
+    cond = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, embedding_dim=dim)
+    # diffusers' float32 embedding against the float64 recipe: the phase 1000·ω·f_j carries the float32 roundings
+    # of log(10⁴) and of the exponent j·log(10⁴)/(h − 1) ≤ 9.21 (≤ 2u relative, so ≤ 18.4u absolute, which exp
+    # turns into 18.4u relative), of exp and of the two products (3u): ≤ 21.4u < 11·eps32 relative, so
+    # |Δ phase| ≤ 1000·ω·11·eps32, and sin/cos move by at most that plus their own rounding (2·eps32).
+    ref_cond = lcd.guidance_embedding(w.double(), dim).double()
+    assert (cond.double() - ref_cond).abs().max() <= 1000 * omega * 11 * EPS32 + 2 * EPS32
+    theirs = LCMScheduler(**use["schedule"], timestep_scaling=lcd_rec["timestep_scaling"],
+                          original_inference_steps=lcd_rec["num_ddim_timesteps"])
+    ours = sampling.lcm_scheduler(lcd_rec["timestep_scaling"], lcd_rec["num_ddim_timesteps"])
+    theirs.set_timesteps(steps)
+    ours.set_timesteps(steps)
+    assert torch.equal(theirs.timesteps, ours.timesteps)
+    g, x = sampling.initial_noise(n, 7)
+    abar = tch.alphas_cumprod()
+    with torch.no_grad():
+        for t in theirs.timesteps:
+            eps = unet(x, t, None, class_labels=labels, timestep_cond=cond, return_dict=False)[0]
+            state = g.get_state()
+            x_theirs, d_theirs = theirs.step(eps, t, x, generator=g, return_dict=False)
+            g2 = torch.Generator().set_state(state)
+            x_ours, d_ours = ours.step(eps, t, x, generator=g2, return_dict=False)
+            # Tolerance: denoised = c_skip·x + c_out·(x − σ·ε)/α, each product and sum rounded once in float32 in
+            # each implementation (< 8 roundings of u = eps32/2 on a term bounded by `scale`), and the re-noised
+            # x_prev = √ᾱ_prev·denoised + σ_prev·z adds the same again on its terms: ≤ 8·eps32·scale.
+            a = float(abar[int(t)].sqrt())
+            scale = x.abs() + x.abs() / a + (1 - a * a) ** 0.5 * eps.abs() / a
+            assert torch.all((d_theirs - d_ours).abs() <= 8 * EPS32 * scale)
+            assert torch.all((x_theirs - x_ours).abs() <= 8 * EPS32 * (scale + x_ours.abs()))
+            x = x_theirs
+    assert torch.isfinite(d_theirs).all() and d_theirs.shape == (n, 1, 8, 8)

@@ -14,7 +14,7 @@ from ..errors import LCMRefError
 
 
 def configure_parser(parser):
-    from ..studies.paper import GRIDS, STAGES
+    from ..studies.paper_train import GRIDS, STAGES
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("train", help="train the classifier, the teacher and the students (resumable)",
                        description="Train the learned testbed's networks (docs/design.md §11.1): resumable, fixed "
@@ -28,6 +28,8 @@ def configure_parser(parser):
                    help="'cpu': the Fig. 3 runs cut to 1,000 iterations (default on a CPU); 'full': as long as the "
                    "main student (default on CUDA)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--student-iterations", type=int, default=None, metavar="N",
+                   help="LCD iterations of the main student instead of the grid's (cpu and full: 20,000)")
     p.add_argument("--work", metavar="DIR", default=None,
                    help="where run states are kept for resuming (default ./build/paper-train)")
     p.add_argument("--weights", metavar="DIR", default=None,
@@ -36,17 +38,20 @@ def configure_parser(parser):
                    help="where the training curves and wall times go (default: the package's testbed/digits/runs)")
     p.add_argument("--data", metavar="DIR", default="reports/data",
                    help="copy of the CSVs for the report (default ./reports/data)")
-    p.add_argument("--force", action="store_true", help="retrain stages that are already done")
+    p.add_argument("--force", action="store_true",
+                   help="retrain the stages named by --only (all without it) even when done; what they need "
+                   "first (classifier, teacher) is not redone unless named")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def main(args) -> int:
-    from ..studies.paper import train
+    from ..studies.paper_train import train
     command = "lcm-ref paper " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
         "lcm-ref paper train"
     try:
         train(args.only, device=args.device, grid=args.grid, work=args.work, weights=args.weights, runs=args.runs,
-              data_out=args.data, force=args.force, progress=not args.quiet, threads=args.threads, command=command)
+              data_out=args.data, force=args.force, progress=not args.quiet, threads=args.threads, command=command,
+              student_iterations=args.student_iterations)
     except LCMRefError as e:
         print(f"lcm-ref paper: error: {e}", file=sys.stderr)
         return 2

@@ -29,9 +29,9 @@ from .. import reference as ref
 from .. import testbed as tb
 from ..config import LCMConfig
 from ..errors import LCMRefError
-from ..numerics import write_csv as write_csv_atomic
+from ..numerics import write_csv
 
-__all__ = ["ANALOG_CFG", "STUDENT_CFG", "STEPS", "Sizes", "FULL", "FAST", "mixture", "write_csv",
+__all__ = ["ANALOG_CFG", "STUDENT_CFG", "STEPS", "Sizes", "FULL", "FAST", "mixture",
            "table1", "skipping_step", "guidance", "spacing", "timestep_scaling_samples", "endpoint", "run_all",
            "plot_lines", "count_ticks", "plot_skipping_step", "plot_table1", "plot_guidance", "plot_spacing",
            "plot_timestep_scaling_samples"]
@@ -65,18 +65,6 @@ def _sizes(fast):
 def mixture() -> tb.GaussianMixture:
     """The analogs' data: ``testbed.make_mixture()`` (2-D, 3 classes × 2 components, standardized)."""
     return tb.make_mixture()
-
-
-def write_csv(rows, name, out_dir=DEFAULT_OUT):
-    """Write rows (dicts with the same keys, in column order) to ``out_dir/name`` atomically
-    (``numerics.write_csv``: never a half-written file). Returns the path."""
-    if not rows:
-        raise LCMRefError("rows", rows, "a non-empty list of dicts")
-    columns = list(rows[0])
-    extra = sorted({k for r in rows for k in r} - set(columns))
-    if extra:                   # refused before anything is written
-        raise LCMRefError("rows", f"keys {extra}", f"the first row's keys {columns}")
-    return write_csv_atomic(rows, Path(out_dir) / name, columns)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,7 +131,7 @@ def table1(out_dir=DEFAULT_OUT, fast=False, baseline_spacing="trailing", progres
         }
         rows += [{"method": m, "steps": n, **_metrics(x, moments, ref_sample)} for m, x in outs.items()]
     rows.sort(key=lambda r: (r["method"] != "data", r["method"], r["steps"]))
-    write_csv(rows, "table1_analog.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "table1_analog.csv")
     return rows
 
 
@@ -180,7 +168,7 @@ def skipping_step(out_dir=DEFAULT_OUT, fast=False, ks=(1, 5, 10, 20, 50), progre
             raise LCMRefError("ks", k, f"skipping steps k with k = T // (T // k), T = {T}")
         res = _student(mix, sz, num_ddim_timesteps=T // k, eval_fn=evaluate, progress=progress)
         rows += [{"skipping_step": k, **e} for e in res.evals]
-    write_csv(rows, "skipping_step.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "skipping_step.csv")
     return rows
 
 
@@ -208,7 +196,7 @@ def guidance(out_dir=DEFAULT_OUT, fast=False, omegas=(0.0, 0.5, 1.0, 2.0, 3.0), 
                 hits += int(np.sum(np.argmax(mix.class_posterior(x), axis=1) == c))
             rows.append({"omega": float(omega), "steps": n, "fd": float(np.mean(fds)),
                          "accuracy": hits / (per_class * mix.n_classes)})
-    write_csv(rows, "guidance.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "guidance.csv")
     return rows
 
 
@@ -249,7 +237,7 @@ def spacing(out_dir=DEFAULT_OUT, fast=False, original_steps=(50, 30), steps=(1, 
                          spacing=sp)
                 rows.append({**common, "method": "lcm_student", "steps": n, "timesteps": " ".join(map(str, ts)),
                              **_metrics(x, moments, ref_sample)})
-    write_csv(rows, "spacing.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "spacing.csv")
     return rows
 
 
@@ -298,7 +286,7 @@ def timestep_scaling_samples(out_dir=DEFAULT_OUT, fast=False, scalings=None, ste
             rows.append({"timestep_scaling": float(s), "steps": n, "mean_abs_err": float(err.mean()),
                          "max_abs_err": float(err.max()),
                          "c_skip_last": float(ref.boundary_scalings(cfg, int(sched[-1]))[0])})
-    write_csv(rows, "timestep_scaling_samples.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "timestep_scaling_samples.csv")
     return rows
 
 
@@ -318,7 +306,7 @@ def endpoint(out_dir=DEFAULT_OUT, fast=False, progress=True):
              "mean_abs_diff": float(np.mean(np.abs(out[e] - out["data"])))} for e in tb.ENDS]
     rows.append({"end": "floor", "s_end": 0.0, **_metrics(mix.sample(sz.n, rng)[0], moments, ref_sample),
                  "mean_abs_diff": ""})
-    write_csv(rows, "endpoint.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "endpoint.csv")
     return rows
 
 

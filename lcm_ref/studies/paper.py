@@ -1,16 +1,8 @@
 """The paper's figures with learned networks on real data (issue 11): the back-end of the "learned testbed"
-sections of ``notebooks/paper_figures.ipynb`` and of ``lcm-ref paper train``.
-
-Two halves:
-
-- **Training** (``train``; ``lcm-ref paper train``, ``make paper``): the classifier, the teacher and every
-  distillation run of ``lcm_ref.testbed.digits``, resumable (a run's state is saved every few hundred iterations in
-  the work folder and picked up again), single-threaded torch with fixed seeds, float32 on CPU or CUDA. The
-  committed weights go to ``lcm_ref/testbed/digits/weights/`` (safetensors + a JSON record each), the curves of
-  every run and the wall times to ``lcm_ref/testbed/digits/runs/`` (and a copy to ``reports/data``).
-- **Evaluation** (everything else): from the committed files only, no training. One function per CSV under
-  ``reports/data/``; each takes ``out_dir`` and ``fast`` (smaller samples, for tests) like
-  ``lcm_ref.studies.analogs``.
+sections of ``notebooks/paper_figures.ipynb``. Evaluation only, from the committed files (training is
+``lcm_ref.studies.paper_train``, ``lcm-ref paper train``): one function per CSV under ``reports/data/``; each takes
+``out_dir`` and ``fast`` (smaller samples, for tests) like ``lcm_ref.studies.analogs``. Results cached within a
+process are keyed on the SHA-256 of the weights they were computed from and on ``fast``.
 
 Settings (docs/design.md §11.1; the paper's numbers and their provenance in docs/design.md §12):
 ω = ``OMEGA`` = 8 for Table 1, Fig. 3 and the sample grids (the ω of the paper's Table 1 as quoted by secondary
@@ -23,10 +15,6 @@ class i mod 10).
 
 from __future__ import annotations
 
-import json
-import platform
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,15 +23,17 @@ import numpy as np
 import torch
 
 from ..errors import LCMRefError
-from ..numerics import csv_text, read_csv, write_atomic
-from ..testbed.digits import checkpoint as ck
+from ..numerics import read_csv, write_csv
 from ..testbed.digits import classifier as clf
 from ..testbed.digits import data, lcd, sampling
-from ..testbed.digits import teacher as tch
+from ..testbed.digits.models import WEIGHT_FILES
+from ..testbed.digits.models import load as load_model
 
-__all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "Sizes", "FULL", "FAST", "GRIDS",
-           "WEIGHTS", "RUNS", "models", "classifier_summary", "table1", "guidance", "skipping_step",
-           "timestep_scaling", "sample_grid", "verdicts", "training_times", "train", "STAGES", "EVALUATIONS"]
+__all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "Sizes", "FULL", "FAST",
+           "WEIGHTS", "RUNS", "SPACES", "TRAINING_SEEDS", "models", "weights_key", "balanced_labels", "pixels", "space_features",
+           "guidance_transfer", "combine", "skipping_rows", "classifier_summary",
+           "table1", "guidance", "skipping_step", "timestep_scaling", "sample_grid", "verdicts", "training_times",
+           "EVALUATIONS"]
 
 OMEGA = 8.0                             #: Table 1's ω (docs/design.md §12.1: secondary source)
 STEPS = (1, 2, 4, 8)
@@ -51,6 +41,9 @@ CEILING_STEPS = 50                      #: the teacher's ceiling: DDIM with 50 s
 KS = (1, 5, 10, 20, 50)                 #: Fig. 3's skipping steps
 SCALINGS = (1.0, 10.0, 100.0)           #: timestep_scaling in training (10 is LCM's released value)
 OMEGAS = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0)   #: Fig. 4's sweep, inside the training range [2, 14]
+#: the main setting's students, one per training seed (Table 1 rows "lcm", "lcm_seed1"; a Table 1 claim counts as
+#: reproduced only when every training seed reproduces it)
+TRAINING_SEEDS = ("student", "student_seed1")
 GUIDANCE_TEACHER_STEPS = 8              #: the teacher's reference line in Fig. 4 (DPM-Solver++)
 MAIN = dict(num_ddim_timesteps=50, solver="ddim", timestep_scaling=10.0)
 DEFAULT_OUT = "reports/data"
@@ -78,96 +71,90 @@ def _sizes(fast):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Training grids
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Grid:
-    """Sizes of one training grid. ``fig3_iterations`` is where the CPU grid is reduced."""
-    name: str
-    classifier_epochs: int = 40
-    teacher_iterations: int = 3000
-    teacher_batch: int = 128
-    student_iterations: int = 2000          # the main student and the timestep_scaling students
-    student_batch: int = 64
-    fig3_iterations: int = 2000             # every (k, solver) run of Fig. 3
-    eval_every: int = 100                   # Fig. 3 curves: 4-step FD every this many iterations
-    n_eval: int = 300                       # samples per evaluation along a run
-
-
-#: "full": Fig. 3 runs as long as the main student; "cpu": Fig. 3 runs cut to 1,000 iterations (their curves are
-#: the first half of the full ones: the distillation's learning rate is constant, nothing depends on the length).
-GRIDS = {"full": Grid("full"), "cpu": Grid("cpu", fig3_iterations=1000)}
-STAGES = ("classifier", "teacher", "student", "scaling", "skipping")
-
-
-def _run_name(solver, k, s, iterations):
-    return f"lcd_{solver}_k{k}_s{s:g}_it{iterations}"
-
-
-def _git_commit():
-    """The checkout's commit, with "+uncommitted" when tracked or new files under lcm_ref/ differ from it."""
-    try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=PACKAGE, capture_output=True, text=True,  # noqa: E731
-                                        timeout=10).stdout.strip()
-        commit = run("rev-parse", "--short", "HEAD") or "unknown"
-        dirty = run("status", "--porcelain", "--", str(PACKAGE.parent))
-        return commit + ("+uncommitted" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_csv(rows, name, out_dir=DEFAULT_OUT) -> Path:
-    """Rows (dicts with the same keys, in column order) to ``out_dir/name``, atomically."""
-    if not rows:
-        raise LCMRefError("rows", rows, "a non-empty list of dicts")
-    return write_atomic(Path(out_dir) / name, csv_text(rows).encode())
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Loading the committed networks
 # ---------------------------------------------------------------------------------------------------------------
 
 _MODELS = {}
-WEIGHT_FILES = {"classifier": "classifier.safetensors", "teacher": "teacher.safetensors",
-                "student": "student_k20_ddim_s10.safetensors", "student_s1": "student_k20_ddim_s1.safetensors",
-                "student_s100": "student_k20_ddim_s100.safetensors"}
+
+
+def _hashes(folder):
+    """{name: SHA-256 of the weights} from the records in ``folder`` (``load`` checks the weights against them);
+    the further training seeds of ``TRAINING_SEEDS`` only where they have been trained."""
+    import json
+    out = {}
+    for name, fname in WEIGHT_FILES.items():
+        rec = (folder / fname).with_suffix(".json")
+        if not rec.is_file() and name in TRAINING_SEEDS[1:]:
+            continue
+        if not rec.is_file():
+            raise LCMRefError("weights", str(folder / fname), "committed weights: run `lcm-ref paper train` to "
+                              "make them")
+        out[name] = json.loads(rec.read_text())["sha256"]
+    return out
 
 
 def models(weights=None, device="cpu") -> dict:
     """{name: (module, record)} of the committed networks in ``weights`` (default ``WEIGHTS``); loaded once per
-    process. A missing file raises ``LCMRefError`` naming it (run ``lcm-ref paper train``)."""
+    process and per set of weight hashes. A missing file raises ``LCMRefError`` naming it."""
     folder = Path(weights or WEIGHTS)
-    key = (str(folder), str(device))
+    key = (str(folder), str(device), tuple(sorted(_hashes(folder).items())))
     if key not in _MODELS:
-        out = {}
-        for name, fname in WEIGHT_FILES.items():
-            path = folder / fname
-            if not path.is_file():
-                raise LCMRefError("weights", str(path), "committed weights: run `lcm-ref paper train` to make them")
-            out[name] = ck.load(path, device)
-        _MODELS[key] = out
+        _MODELS[key] = {name: load_model(name, device, folder) for name, _ in key[2]}
     return _MODELS[key]
+
+
+def weights_key(m, *names) -> tuple:
+    """The SHA-256 of the weights ``names`` (default all) of ``m`` (from ``models``): the key of cached results."""
+    return tuple(m[n][1]["sha256"] for n in (names or sorted(m)))
 
 
 _FEATURES = {}
 
 
+#: the two feature spaces every FD is computed in: the classifier's 64 features, and the 64 pixels (no network)
+SPACES = ("cnn", "pixels")
+
+
+def pixels(images) -> np.ndarray:
+    """(N, 64) float64 pixels of images clipped to [−1, 1] (the picture a pipeline would save, as the classifier
+    sees it)."""
+    return torch.as_tensor(images).clamp(-1.0, 1.0).reshape(len(images), -1).double().numpy()
+
+
+def space_features(m, images) -> dict:
+    """{space: (N, d) features} of ``images`` in each of ``SPACES``."""
+    return {"cnn": clf.features(m["classifier"][0], images), "pixels": pixels(images)}
+
+
 def _real(m):
-    """Features of the train and test splits (cached)."""
-    key = id(m["classifier"][0])
+    """{space: (train features, test features)} (cached per classifier weights)."""
+    key = weights_key(m, "classifier")
     if key not in _FEATURES:
-        c = m["classifier"][0]
-        _FEATURES[key] = (clf.features(c, data.load("train").x), clf.features(c, data.load("test").x))
+        tr, te = space_features(m, data.load("train").x), space_features(m, data.load("test").x)
+        _FEATURES[key] = {sp: (tr[sp], te[sp]) for sp in SPACES}
     return _FEATURES[key]
 
 
-def _labels(n):
+def balanced_labels(n):
+    """Class labels 0, 1, …, 9, 0, 1, … (sample i asks for class i mod 10)."""
     return torch.arange(n) % data.N_CLASSES
 
 
+def guidance_transfer(lo, hi, teacher_lo, teacher_hi) -> dict:
+    """How much of the teacher's response to ω a sampler shows, from samples with the same x_T and classes at a
+    low and a high ω: ``move`` = RMS(hi − lo) / RMS(teacher_hi − teacher_lo) (the size of the change) and ``align``
+    = ⟨hi − lo, Δ⟩ / ⟨Δ, Δ⟩ with Δ = teacher_hi − teacher_lo (the part of the change along the teacher's: 1 when
+    it is the teacher's, 0 for a change unrelated to it)."""
+    d, dt = (torch.as_tensor(hi) - torch.as_tensor(lo)).double(), \
+        (torch.as_tensor(teacher_hi) - torch.as_tensor(teacher_lo)).double()
+    norm = float(dt.square().sum())
+    if norm == 0.0:
+        raise LCMRefError("teacher_hi", "equal to teacher_lo", "teacher samples that change with ω")
+    return {"move": float(d.square().sum().sqrt()) / norm ** 0.5, "align": float((d * dt).sum()) / norm}
+
+
 def _generate(m, method, steps, omega, n, seed, student="student", device="cpu"):
-    labels = _labels(n)
+    labels = balanced_labels(n)
     if method == "lcm":
         net, rec = m[student]
         return sampling.lcm_sample(net, labels, omega, steps, seed=seed,
@@ -177,14 +164,16 @@ def _generate(m, method, steps, omega, n, seed, student="student", device="cpu")
 
 
 def _measure(m, images, n_boot, seed=0):
-    """{fd, fd_lo, fd_hi, class_score, cs_lo, cs_hi} of ``images`` (balanced labels) and their features."""
-    c = m["classifier"][0]
-    f = clf.features(c, images)
-    fd = clf.bootstrap_fd(f, _real(m)[1], n_boot=n_boot, seed=seed)
-    cs_per = clf.class_probability(c, images, _labels(len(images)))
+    """({fd, fd_lo, fd_hi (CNN features), fd_pix, fd_pix_lo, fd_pix_hi (pixels), class_score, cs_lo, cs_hi},
+    {space: features}, per-sample class scores) of ``images`` (balanced labels), FDs to the test split."""
+    f = space_features(m, images)
+    real = _real(m)
+    fd = {sp: clf.bootstrap_fd(f[sp], real[sp][1], n_boot=n_boot, seed=seed) for sp in SPACES}
+    cs_per = clf.class_probability(m["classifier"][0], images, balanced_labels(len(images)))
     cs = clf.bootstrap_mean(cs_per, n_boot=n_boot, seed=seed)
-    return ({"fd": fd["fd"], "fd_lo": fd["lo"], "fd_hi": fd["hi"], "class_score": cs["mean"], "cs_lo": cs["lo"],
-             "cs_hi": cs["hi"]}, f, cs_per)
+    return ({"fd": fd["cnn"]["fd"], "fd_lo": fd["cnn"]["lo"], "fd_hi": fd["cnn"]["hi"],
+             "fd_pix": fd["pixels"]["fd"], "fd_pix_lo": fd["pixels"]["lo"], "fd_pix_hi": fd["pixels"]["hi"],
+             "class_score": cs["mean"], "cs_lo": cs["lo"], "cs_hi": cs["hi"]}, f, cs_per)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,7 +193,7 @@ def _single_threaded(fn):
         n = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with clf._one_thread():
+            with clf.one_thread():
                 return fn(*args, **kwargs)
         finally:
             torch.set_num_threads(n)
@@ -217,25 +206,31 @@ def classifier_summary(out_dir=DEFAULT_OUT, fast=False, weights=None) -> list:
     against ``test``: FD with its interval, class score of real digits), with the split sizes."""
     sz, m = _sizes(fast), models(weights)
     c = m["classifier"][0]
-    ftr, fte = _real(m)
+    real = _real(m)
     train, test = data.load("train"), data.load("test")
-    fd = clf.bootstrap_fd(ftr, fte, n_boot=sz.n_boot)
     cs = clf.bootstrap_mean(clf.class_probability(c, train.x, train.y), n_boot=sz.n_boot)
-    # the floor at the evaluation's sample size (fast mode): a random subset of the train split of that size
-    sub = np.random.default_rng(0).choice(len(ftr), size=min(sz.n * sz.seeds, len(ftr)), replace=False)
-    fd_n = clf.bootstrap_fd(ftr[sub], fte, n_boot=sz.n_boot) if len(sub) < len(ftr) else fd
     rows = [{"quantity": "held-out accuracy", "value": clf.accuracy(c, test), "lo": "", "hi": "",
              "n": len(test.y)},
-            {"quantity": "train accuracy", "value": clf.accuracy(c, train), "lo": "", "hi": "", "n": len(train.y)},
-            {"quantity": "FD real-vs-real (train vs test)", "value": fd["fd"], "lo": fd["lo"], "hi": fd["hi"],
-             "n": len(train.y)}]
-    if len(sub) < len(ftr):
-        rows.append({"quantity": f"FD real-vs-real ({len(sub)} train vs test)", "value": fd_n["fd"],
-                     "lo": fd_n["lo"], "hi": fd_n["hi"], "n": len(sub)})
+            {"quantity": "train accuracy", "value": clf.accuracy(c, train), "lo": "", "hi": "", "n": len(train.y)}]
+    # the floor at the evaluation's sample size (fast mode): a random subset of the train split of that size
+    sub = np.random.default_rng(0).choice(len(train.y), size=min(sz.n * sz.seeds, len(train.y)), replace=False)
+    floors = {}
+    for sp in SPACES:
+        ftr, fte = real[sp]
+        label = "" if sp == "cnn" else " pixels"
+        fd = clf.bootstrap_fd(ftr, fte, n_boot=sz.n_boot)
+        fd_n = clf.bootstrap_fd(ftr[sub], fte, n_boot=sz.n_boot) if len(sub) < len(ftr) else fd
+        rows.append({"quantity": f"FD{label} real-vs-real (train vs test)", "value": fd["fd"], "lo": fd["lo"],
+                     "hi": fd["hi"], "n": len(ftr)})
+        if len(sub) < len(ftr):
+            rows.append({"quantity": f"FD{label} real-vs-real ({len(sub)} train vs test)", "value": fd_n["fd"],
+                         "lo": fd_n["lo"], "hi": fd_n["hi"], "n": len(sub)})
+        floors[sp] = fd_n["fd"]
     rows.append({"quantity": "class score of real train digits", "value": cs["mean"], "lo": cs["lo"],
                  "hi": cs["hi"], "n": len(train.y)})
-    _CACHE["floor"] = fd["fd"]
-    write_csv(rows, "digits_classifier.csv", out_dir)
+    # δ of the verdicts: the floor at the evaluated sample size (a smaller sample's own FD is larger)
+    _CACHE[("floor", fast, weights_key(m, "classifier"))] = floors
+    write_csv(rows, Path(out_dir) / "digits_classifier.csv")
     return rows
 
 
@@ -246,14 +241,15 @@ def _pooled(m, method, steps, omega, sz, student="student"):
     seconds = time.perf_counter() - t0
     images = torch.cat(parts)
     row, f, cs = _measure(m, images, sz.n_boot)
-    per_seed = [clf.frechet_distance(clf.features(m["classifier"][0], p), _real(m)[1]) for p in parts]
+    per_seed = [clf.frechet_distance(clf.features(m["classifier"][0], p), _real(m)["cnn"][1]) for p in parts]
     return row, f, cs, seconds, per_seed
 
 
 @_single_threaded
 def table1(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> list:
-    """Table 1 analog → ``digits_table1.csv``, columns ``method,steps,omega,n,fd,fd_lo,fd_hi,fd_seeds,class_score,
-    cs_lo,cs_hi,fd_ceiling,fd_ceiling_lo,fd_ceiling_hi,seconds``.
+    """Table 1 analog → ``digits_table1.csv``, columns ``method,steps,omega,n,fd,fd_lo,fd_hi,fd_pix,fd_pix_lo,
+    fd_pix_hi,fd_seeds,class_score,cs_lo,cs_hi,fd_ceiling,fd_ceiling_lo,fd_ceiling_hi,fd_ceiling_pix,
+    fd_ceiling_pix_lo,fd_ceiling_pix_hi,seconds`` (``_pix``: the same FD on pixels).
 
     The main LCM student (``lcm``) and the teacher with diffusers' DDIM, DPM-Solver and DPM-Solver++ at 1/2/4/8
     steps, all at ω = ``OMEGA``, plus the teacher with DDIM at ``CEILING_STEPS`` steps (``teacher_ddim_50``, the
@@ -265,29 +261,35 @@ def table1(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> lis
     from tqdm.auto import tqdm
     sz, m = _sizes(fast), models(weights)
     rows, feats = [], {}
-    cells = [("ddim", CEILING_STEPS)] + [(meth, n) for meth in sampling.METHODS for n in STEPS]
+    cells = [("ddim", CEILING_STEPS)] + [(meth, n) for meth in sampling.METHODS for n in STEPS] + \
+        [(f"lcm_{name[len('student_'):]}", n) for name in TRAINING_SEEDS[1:] if name in m for n in STEPS]
     for meth, n in tqdm(cells, desc="table1", disable=not progress):
-        row, f, cs, sec, per_seed = _pooled(m, meth, n, OMEGA, sz)
+        student = "student" if not meth.startswith("lcm_") else "student_" + meth[len("lcm_"):]
+        row, f, cs, sec, per_seed = _pooled(m, "lcm" if meth.startswith("lcm") else meth, n, OMEGA, sz, student)
         name = "teacher_ddim_50" if n == CEILING_STEPS else meth
         feats[(name, n)] = (f, cs)
-        fc = clf.bootstrap_fd(f, feats[("teacher_ddim_50", CEILING_STEPS)][0], n_boot=sz.n_boot) \
-            if name != "teacher_ddim_50" else {"fd": "", "lo": "", "hi": ""}
+        ceiling = feats[("teacher_ddim_50", CEILING_STEPS)][0]
+        fc = {sp: clf.bootstrap_fd(f[sp], ceiling[sp], n_boot=sz.n_boot) if name != "teacher_ddim_50" else
+              {"fd": "", "lo": "", "hi": ""} for sp in SPACES}
         rows.append({"method": name, "steps": n, "omega": OMEGA, "n": sz.n * sz.seeds, **row,
-                     "fd_seeds": " ".join(f"{v:.4g}" for v in per_seed), "fd_ceiling": fc["fd"],
-                     "fd_ceiling_lo": fc["lo"], "fd_ceiling_hi": fc["hi"], "seconds": round(sec, 2)})
-        rows[-1] = {k: rows[-1][k] for k in ("method", "steps", "omega", "n", "fd", "fd_lo", "fd_hi", "fd_seeds",
-                                             "class_score", "cs_lo", "cs_hi", "fd_ceiling", "fd_ceiling_lo",
-                                             "fd_ceiling_hi", "seconds")}
+                     "fd_seeds": " ".join(f"{v:.4g}" for v in per_seed), "fd_ceiling": fc["cnn"]["fd"],
+                     "fd_ceiling_lo": fc["cnn"]["lo"], "fd_ceiling_hi": fc["cnn"]["hi"],
+                     "fd_ceiling_pix": fc["pixels"]["fd"], "fd_ceiling_pix_lo": fc["pixels"]["lo"],
+                     "fd_ceiling_pix_hi": fc["pixels"]["hi"], "seconds": round(sec, 2)})
+        rows[-1] = {k: rows[-1][k] for k in ("method", "steps", "omega", "n", "fd", "fd_lo", "fd_hi", "fd_pix",
+                                             "fd_pix_lo", "fd_pix_hi", "fd_seeds", "class_score", "cs_lo", "cs_hi",
+                                             "fd_ceiling", "fd_ceiling_lo", "fd_ceiling_hi", "fd_ceiling_pix",
+                                             "fd_ceiling_pix_lo", "fd_ceiling_pix_hi", "seconds")}
     rows = rows[1:] + rows[:1]          # the ceiling last
-    _CACHE[("table1", fast)] = feats
-    write_csv(rows, "digits_table1.csv", out_dir)
+    _CACHE[("table1", fast, weights_key(m))] = feats
+    write_csv(rows, Path(out_dir) / "digits_table1.csv")
     return rows
 
 
 @_single_threaded
 def guidance(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> list:
     """Fig. 4 analog → ``digits_guidance.csv``, columns
-    ``method,omega,steps,n,fd,fd_lo,fd_hi,class_score,cs_lo,cs_hi``.
+    ``method,omega,steps,n,fd,fd_lo,fd_hi,fd_pix,fd_pix_lo,fd_pix_hi,class_score,cs_lo,cs_hi``.
 
     The main student (``lcm``) at each ω of ``sz.omegas`` and 1/2/4/8 steps, one seed (``EVAL_SEED``), ``sz.n``
     samples, the same x_T and classes for every ω; and, for reference, the teacher with DPM-Solver++ at
@@ -303,15 +305,15 @@ def guidance(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> l
             name = "lcm" if meth == "lcm" else "teacher_dpmsolver++"
             feats[(omega, steps) if meth == "lcm" else (name, omega)] = (f, cs)
             rows.append({"method": name, "omega": omega, "steps": steps, "n": sz.n, **row})
-    _CACHE[("guidance", fast)] = feats
-    write_csv(rows, "digits_guidance.csv", out_dir)
+    _CACHE[("guidance", fast, weights_key(m))] = feats
+    write_csv(rows, Path(out_dir) / "digits_guidance.csv")
     return rows
 
 
 @_single_threaded
 def timestep_scaling(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=False) -> list:
     """``timestep_scaling`` in training → ``digits_timestep_scaling.csv``, columns
-    ``timestep_scaling,steps,n,fd,fd_lo,fd_hi,class_score,cs_lo,cs_hi``: the students distilled with s = 1, 10,
+    ``timestep_scaling,steps,n,fd,fd_lo,fd_hi,fd_pix,fd_pix_lo,fd_pix_hi,class_score,cs_lo,cs_hi``: the students distilled with s = 1, 10,
     100 (k = 20, DDIM, otherwise identical) sampled with their own s at 1/2/4/8 steps, ω = ``OMEGA``, pooled
     seeds as in Table 1."""
     from tqdm.auto import tqdm
@@ -322,7 +324,7 @@ def timestep_scaling(out_dir=DEFAULT_OUT, fast=False, weights=None, progress=Fal
         for n in STEPS:
             row, *_ = _pooled(m, "lcm", n, OMEGA, sz, student=names[s])
             rows.append({"timestep_scaling": s, "steps": n, "n": sz.n * sz.seeds, **row})
-    write_csv(rows, "digits_timestep_scaling.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_timestep_scaling.csv")
     return rows
 
 
@@ -335,12 +337,12 @@ def skipping_step(out_dir=DEFAULT_OUT, fast=False, runs=None) -> list:
     path = Path(runs or RUNS) / "lcd_runs.csv"
     if not path.is_file():
         raise LCMRefError("runs", str(path), "the committed training curves: run `lcm-ref paper train`")
-    rows = _skipping_rows(read_csv(path))
-    write_csv(rows, "digits_skipping_step.csv", out_dir)
+    rows = skipping_rows(read_csv(path))
+    write_csv(rows, Path(out_dir) / "digits_skipping_step.csv")
     return rows
 
 
-def _skipping_rows(rows):
+def skipping_rows(rows):
     """The Fig. 3 runs of the "full" grid when there are any, else those of the "cpu" grid."""
     rows = [r for r in rows if r["study"] == "skipping"]
     grids = {r["grid"] for r in rows}
@@ -357,9 +359,9 @@ def training_times(out_dir=DEFAULT_OUT, fast=False, runs=None) -> list:
     if not path.is_file():
         raise LCMRefError("runs", str(path), "the committed training record: run `lcm-ref paper train`")
     rows = read_csv(path)
-    write_csv(rows, "digits_training.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_training.csv")
     if (folder / "lcd_runs.csv").is_file():
-        write_csv(read_csv(folder / "lcd_runs.csv"), "digits_lcd_runs.csv", out_dir)
+        write_csv(read_csv(folder / "lcd_runs.csv"), Path(out_dir) / "digits_lcd_runs.csv")
     return rows
 
 
@@ -381,7 +383,7 @@ def sample_grid(out_dir=DEFAULT_OUT, fast=False, weights=None, seed=EVAL_SEED) -
     real = data.load("test")
     first = [int(np.flatnonzero(real.y.numpy() == c)[0]) for c in range(data.N_CLASSES)]
     out[("real (test split)", 0)] = data.to_unit(real.x[first])[:, 0]
-    write_csv(rows, "digits_sample_grid.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_sample_grid.csv")
     return out
 
 
@@ -404,54 +406,132 @@ def _fmt(x):
     return f"{x:.3g}"
 
 
+def combine(verdicts_by_space: dict) -> str:
+    """One verdict from the verdicts of the feature spaces: a claim is reproduced (or not reproduced) only when
+    every space says so; otherwise inconclusive."""
+    vs = set(verdicts_by_space.values())
+    return vs.pop() if len(vs) == 1 else "inconclusive"
+
+
+def _two_spaces(claim, source, rule, per_space):
+    """A verdict row from {space: (measured text, lo, hi, verdict)}."""
+    return {"claim": claim, "source": source,
+            "measured": "; ".join(f"{sp}: {per_space[sp][0]}" for sp in SPACES),
+            "interval": "; ".join(f"{sp} [{_fmt(per_space[sp][1])}, {_fmt(per_space[sp][2])}]" for sp in SPACES),
+            "rule": rule + " — in both feature spaces (CNN features and pixels); inconclusive if they differ",
+            "verdict": combine({sp: per_space[sp][3] for sp in SPACES})}
+
+
+def _transfer_interval(lo, hi, teacher_lo, teacher_hi, n_boot, seed=0):
+    """``guidance_transfer`` with 95 % bootstrap intervals over samples (each sample's three inner products
+    resampled together): {move, move_lo, move_hi, align, align_lo, align_hi}."""
+    d = (torch.as_tensor(hi) - torch.as_tensor(lo)).double().reshape(len(hi), -1)
+    dt = (torch.as_tensor(teacher_hi) - torch.as_tensor(teacher_lo)).double().reshape(len(hi), -1)
+    dd, tt, dtt = (d * d).sum(1).numpy(), (dt * dt).sum(1).numpy(), (d * dt).sum(1).numpy()
+    est = guidance_transfer(lo, hi, teacher_lo, teacher_hi)
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(dd), len(dd))
+        reps.append((np.sqrt(dd[i].sum() / tt[i].sum()), dtt[i].sum() / tt[i].sum()))
+    reps = np.array(reps)
+    lo_m, hi_m = np.quantile(reps[:, 0], [0.025, 0.975])
+    lo_a, hi_a = np.quantile(reps[:, 1], [0.025, 0.975])
+    return {"move": est["move"], "move_lo": float(lo_m), "move_hi": float(hi_m), "align": est["align"],
+            "align_lo": float(lo_a), "align_hi": float(hi_a)}
+
+
 @_single_threaded
 def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
     """One line per claim → ``digits_verdicts.csv``, columns ``claim,source,measured,interval,rule,verdict``.
 
-    Rules (δ = the real-vs-real FD floor, train split against test: differences smaller than two real samples'
-    own FD are not told apart):
-    - "LCM better at 1 (2) steps": Δ = FD(LCM) − FD(best teacher solver at that step count) with a paired
-      bootstrap interval (same real resample in both terms): reproduced if the interval is below 0, not reproduced
-      if above 0.
-    - "LCM best or level at 4 (8) steps": the same Δ; reproduced if the interval is below δ (better, or worse by
-      less than the floor), not reproduced if above δ.
-    - Fig. 3 (one line per solver; from the training curves, each FD with its own interval, so the rule is
-      conservative: overlapping intervals are inconclusive), on ``fd_teacher``, the FD of the student's 4-step
-      samples to the teacher's own 50-step samples at the same ω (the distribution distillation aims at; the FD to
-      the test split is shown beside it but cannot tell convergence here, because the student starts at the
-      teacher's *unguided* conditional branch, which is closer to the data than the guided ω = 8 target):
-      "k = 1 converges slowly" compares k = 1 with k = 20 at the first evaluation after 20 % of the run; "too
-      large a k hurts" compares k = 50 with k = 20 at the end.
-    - Fig. 4: "larger ω raises the class score": mean paired difference of class scores ω = 14 minus ω = 2 (same
-      x_T and class per sample) at 4 steps, reproduced if its interval is above 0; "larger ω worsens FD": Δ =
-      FD(ω = 14) − FD(ω = 2) at 4 steps, reproduced if above 0; "1 step lags": FD(1) − min FD(2, 4, 8) at ω = 8,
-      reproduced if above 0; "2–8 steps close": the pair of 2/4/8 with the largest |Δ|, reproduced if its
-      interval lies within ±δ, not reproduced if it lies outside, inconclusive otherwise."""
+    Every FD claim is decided in both feature spaces of ``SPACES`` (the classifier's features and the pixels) and
+    counts as reproduced only when both agree (``combine``); δ_space = the real-vs-real FD floor of that space at
+    the evaluated sample size (differences smaller than two real samples' own FD are not told apart).
+    - "LCM better at 1 (2) steps": Δ = FD(LCM) − FD(best teacher solver at that step count, per space) with a
+      paired bootstrap interval (same real resample in both terms): reproduced if the interval is below 0, not
+      reproduced if above 0.
+    - "LCM best or level at 4 (8) steps": the same Δ; reproduced if the interval is below δ, not if above δ.
+    - The Table 1 and distillation claims are decided for the student of every training seed
+      (``TRAINING_SEEDS``): reproduced (not reproduced) only when all agree; the interval shown spans theirs.
+    - Distillation (issue 15's targets): "the student reproduces its guided teacher at 4 steps": Δ = FD(LCM-4,
+      teacher DDIM-50) − FD(teacher DDIM-4, teacher DDIM-50) (the teacher's ω = 8 samples as the reference),
+      reproduced if below δ, not if above; "guidance reaches the student": with the same x_T and classes, ω = 2 → 14
+      moves the 4-step output by ``move`` ≥ ½ of the teacher's DDIM-50 change, in the teacher's direction
+      (``align`` ≥ ½): reproduced if both intervals lie above ½, not reproduced if either lies below.
+    - Fig. 3 (one line per solver; from the training curves, each FD with its own interval; overlapping
+      intervals are inconclusive), on ``fd_teacher``, the CNN FD of the student's 4-step samples to the teacher's
+      50-step samples at the same ω; pixel FDs are in the curves of runs trained after issue 15 only
+      (``fd_teacher_pix``), and a claim without them is decided in one space and says so.
+    - Fig. 4: "larger ω raises the class score" (the classifier is the score, one space): mean paired difference
+      ω = 14 minus ω = 2 at 4 steps, reproduced if above 0; "larger ω worsens FD": Δ = FD(ω = 14) − FD(ω = 2) at
+      4 steps, reproduced if above 0; "1 step lags": FD(1) − min FD(2, 4, 8) at ω = 8, reproduced if above 0;
+      "2–8 steps close": the pair of 2/4/8 with the largest |Δ|, reproduced if its interval lies within ±δ, not
+      reproduced if outside."""
     sz = _sizes(fast)
-    if "floor" not in _CACHE:
-        classifier_summary(out_dir, fast, weights)
-    delta = _CACHE["floor"]
     m = models(weights)
-    freal = _real(m)[1]
-    t1 = _CACHE.get(("table1", fast)) or (table1(out_dir, fast, weights), _CACHE[("table1", fast)])[1]
+    if ("floor", fast, weights_key(m, "classifier")) not in _CACHE:
+        classifier_summary(out_dir, fast, weights)
+    delta = _CACHE[("floor", fast, weights_key(m, "classifier"))]
+    real = {sp: _real(m)[sp][1] for sp in SPACES}
+    if ("table1", fast, weights_key(m)) not in _CACHE:
+        table1(out_dir, fast, weights)
+    t1 = _CACHE[("table1", fast, weights_key(m))]
     rows = []
     src12 = "docs/design.md §12 (secondary source, not verified against the paper)"
+
+    def diff_row(fa, fb, ref, sp, label, better_below, worse_above=None, n_boot=sz.n_boot):
+        d = clf.bootstrap_fd_difference(fa[sp], fb[sp], ref, n_boot=n_boot)
+        return (f"{label} = {_fmt(d['diff'])}", d["lo"], d["hi"], _decide(d["lo"], d["hi"], better_below,
+                                                                         worse_above))
+    students = ["lcm"] + [f"lcm_{name[len('student_'):]}" for name in TRAINING_SEEDS[1:] if name in m]
     for n in STEPS:
-        fds = {b: clf.frechet_distance(t1[(b, n)][0], freal) for b in sampling.TEACHER_SOLVERS}
-        best = min(fds, key=fds.get)
-        d = clf.bootstrap_fd_difference(t1[("lcm", n)][0], t1[(best, n)][0], freal, n_boot=sz.n_boot)
         few = n <= 2
+        per = {}
+        for sp in SPACES:
+            fds = {b: clf.frechet_distance(t1[(b, n)][0][sp], real[sp]) for b in sampling.TEACHER_SOLVERS}
+            best = min(fds, key=fds.get)
+            each = [diff_row(t1[(st, n)][0], t1[(best, n)][0], real[sp], sp, f"FD({st}) − FD({best})",
+                             0.0 if few else delta[sp]) for st in students]
+            # every training seed must agree: the widest interval, one verdict for all
+            per[sp] = (", ".join(e[0] for e in each), min(e[1] for e in each), max(e[2] for e in each),
+                       combine({i: e[3] for i, e in enumerate(each)}))
         claim = (f"Table 1: at {n} step{'s' * (n > 1)} LCM has a lower FD than DDIM, DPM-Solver and DPM-Solver++"
                  if few else f"Table 1: at {n} steps LCM is best or level with DDIM, DPM-Solver and DPM-Solver++")
-        rows.append({"claim": claim, "source": f"Table 1, {src12}",
-                     "measured": f"FD(LCM) − FD({best}) = {_fmt(d['diff'])}",
-                     "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]",
-                     "rule": "reproduced if the interval < 0" if few else f"reproduced if the interval < δ = "
-                             f"{_fmt(delta)} (the real-vs-real floor), not if > δ",
-                     "verdict": _decide(d["lo"], d["hi"], 0.0 if few else delta)})
+        rule = "reproduced if the interval < 0" if few else \
+            "reproduced if the interval < δ (the real-vs-real floor: " + \
+            ", ".join(f"{sp} {_fmt(delta[sp])}" for sp in SPACES) + "), not if > δ"
+        rows.append(_two_spaces(claim, f"Table 1, {src12}", rule, per))
+    # Distillation targets: the student against its guided teacher
+    ceiling = t1[("teacher_ddim_50", CEILING_STEPS)][0]
+    per = {}
+    for sp in SPACES:
+        each = [diff_row(t1[(st, 4)][0], t1[("ddim", 4)][0], ceiling[sp], sp,
+                         f"FD({st}-4, teacher-50) − FD(DDIM-4, teacher-50)", delta[sp]) for st in students]
+        per[sp] = (", ".join(e[0] for e in each), min(e[1] for e in each), max(e[2] for e in each),
+                   combine({i: e[3] for i, e in enumerate(each)}))
+    rows.append(_two_spaces("Distillation: at 4 steps the student is as close to its guided teacher's ω = 8 "
+                            "distribution (DDIM-50) as the teacher's own DDIM-4", "Algorithm 1 (LCD's aim)",
+                            "reproduced if the interval < δ, not if > δ (FD to the teacher's DDIM-50 samples)", per))
+    lo_w, hi_w = lcd.OMEGA_RANGE
+    n_tr = sz.n
+    pair = [_generate(m, "lcm", 4, w, n_tr, EVAL_SEED) for w in (lo_w, hi_w)]
+    tpair = [_generate(m, "ddim", CEILING_STEPS, w, n_tr, EVAL_SEED) for w in (lo_w, hi_w)]
+    tr = _transfer_interval(*pair, *tpair, n_boot=sz.n_boot)
+    verdict = "reproduced" if min(tr["move_lo"], tr["align_lo"]) > 0.5 else \
+        ("not reproduced" if min(tr["move_hi"], tr["align_hi"]) < 0.5 else "inconclusive")
+    rows.append({"claim": f"Distillation: guidance reaches the student (ω = {lo_w:g} → {hi_w:g}, same x_T, moves "
+                          "its 4-step output by at least half of the teacher's DDIM-50 change, along it)",
+                 "source": "Algorithm 1 (ω-conditioned student)",
+                 "measured": f"move {_fmt(tr['move'])}, align {_fmt(tr['align'])} (pixels; 1 = the teacher's "
+                             "change)",
+                 "interval": f"move [{_fmt(tr['move_lo'])}, {_fmt(tr['move_hi'])}], align "
+                             f"[{_fmt(tr['align_lo'])}, {_fmt(tr['align_hi'])}]",
+                 "rule": "reproduced if both intervals > 0.5, not if either < 0.5 (pixel space: a change of the "
+                         "samples themselves)", "verdict": verdict})
     # Fig. 3 from the training curves
     runs_path = Path(runs or RUNS) / "lcd_runs.csv"
-    curves = _skipping_rows(read_csv(runs_path)) if runs_path.is_file() else []
+    curves = skipping_rows(read_csv(runs_path)) if runs_path.is_file() else []
     for solver in lcd.SOLVERS:
         cur = {k: sorted((r for r in curves if r["solver"] == solver and r["k"] == k), key=lambda r: r["iteration"])
                for k in (1, 20, 50)}
@@ -462,57 +542,70 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
         last = cur[20][-1]["iteration"]
         early = min(r["iteration"] for r in cur[20] if r["iteration"] >= 0.2 * last)
         at = lambda k, it: next(r for r in cur[k] if r["iteration"] == it)  # noqa: E731
+
         def line(claim, ka, kb, it, rule):
             a, b = at(ka, it), at(kb, it)
+            per = {}
+            for sp, col in (("cnn", "fd_teacher"), ("pixels", "fd_teacher_pix")):
+                if a.get(col, "") == "" or b.get(col, "") == "":
+                    continue
+                v = "reproduced" if a[f"{col}_lo"] > b[f"{col}_hi"] else \
+                    ("not reproduced" if a[f"{col}_hi"] < b[f"{col}_lo"] else "inconclusive")
+                per[sp] = (f"k={ka} {_fmt(a[col])} [{_fmt(a[col + '_lo'])}, {_fmt(a[col + '_hi'])}], k={kb} "
+                           f"{_fmt(b[col])} [{_fmt(b[col + '_lo'])}, {_fmt(b[col + '_hi'])}]", v)
+            one = len(per) < len(SPACES)
             return {"claim": claim, "source": f"Fig. 3, {src12}",
-                    "measured": f"FD to the teacher at iteration {it}: k={ka} {_fmt(a['fd_teacher'])}, k={kb} "
-                                f"{_fmt(b['fd_teacher'])} (FD to the test split: {_fmt(a['fd'])}, {_fmt(b['fd'])})",
-                    "interval": f"k={ka} [{_fmt(a['fd_teacher_lo'])}, {_fmt(a['fd_teacher_hi'])}], k={kb} "
-                                f"[{_fmt(b['fd_teacher_lo'])}, {_fmt(b['fd_teacher_hi'])}]",
-                    "rule": rule,
-                    "verdict": "reproduced" if a["fd_teacher_lo"] > b["fd_teacher_hi"] else
-                               ("not reproduced" if a["fd_teacher_hi"] < b["fd_teacher_lo"] else "inconclusive")}
+                    "measured": f"FD to the teacher at iteration {it}: " + "; ".join(
+                        f"{sp} {txt}" for sp, (txt, _) in per.items()),
+                    "interval": "(in measured)",
+                    "rule": rule + (" — CNN features only: these curves have no pixel FD" if one else
+                                    " — in both feature spaces; inconclusive if they differ"),
+                    "verdict": combine({sp: v for sp, (_, v) in per.items()})}
         rows.append(line(f"Fig. 3 ({solver}): k = 1 converges more slowly than k = 20", 1, 20, early,
                          f"reproduced if k=1's interval lies above k=20's, not if below (FD to the teacher's ω = "
                          f"{OMEGA:g} samples; see the Fig. 3 section for why not the FD to the test split)"))
         rows.append(line(f"Fig. 3 ({solver}): too large a skipping step (k = 50) is worse than k = 20", 50, 20,
                          last, "reproduced if k=50's interval lies above k=20's, not if below (FD to the teacher)"))
     # Fig. 4
-    g = _CACHE.get(("guidance", fast)) or (guidance(out_dir, fast, weights), _CACHE[("guidance", fast)])[1]
+    if ("guidance", fast, weights_key(m)) not in _CACHE:
+        guidance(out_dir, fast, weights)
+    g = _CACHE[("guidance", fast, weights_key(m))]
     lo_w, hi_w = min(sz.omegas), max(sz.omegas)
     diff_cs = g[(hi_w, 4)][1] - g[(lo_w, 4)][1]
     bm = clf.bootstrap_mean(diff_cs, n_boot=sz.n_boot)
     rows.append({"claim": "Fig. 4: a larger ω raises the CLIP score (here: the class score)",
                  "source": f"Fig. 4, {src12}",
                  "measured": f"class score(ω={hi_w:g}) − class score(ω={lo_w:g}) at 4 steps = {_fmt(bm['mean'])}",
-                 "interval": f"[{_fmt(bm['lo'])}, {_fmt(bm['hi'])}]", "rule": "reproduced if the interval > 0",
+                 "interval": f"[{_fmt(bm['lo'])}, {_fmt(bm['hi'])}]",
+                 "rule": "reproduced if the interval > 0 (a score, not an FD: the classifier only)",
                  "verdict": _decide(-bm["hi"], -bm["lo"])})
-    d = clf.bootstrap_fd_difference(g[(hi_w, 4)][0], g[(lo_w, 4)][0], freal, n_boot=sz.n_boot)
-    rows.append({"claim": "Fig. 4: a larger ω worsens FID (here: FD)", "source": f"Fig. 4, {src12}",
-                 "measured": f"FD(ω={hi_w:g}) − FD(ω={lo_w:g}) at 4 steps = {_fmt(d['diff'])}",
-                 "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]", "rule": "reproduced if the interval > 0",
-                 "verdict": _decide(-d["hi"], -d["lo"])})
-    fds = {n: clf.frechet_distance(g[(OMEGA, n)][0], freal) for n in STEPS}
-    best = min((2, 4, 8), key=fds.get)
-    d = clf.bootstrap_fd_difference(g[(OMEGA, 1)][0], g[(OMEGA, best)][0], freal, n_boot=sz.n_boot)
-    rows.append({"claim": "Fig. 4: 1 step lags 2–8 steps", "source": f"Fig. 4, {src12}",
-                 "measured": f"FD(1 step) − FD({best} steps) at ω={OMEGA:g} = {_fmt(d['diff'])}",
-                 "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]", "rule": "reproduced if the interval > 0",
-                 "verdict": _decide(-d["hi"], -d["lo"])})
-    pairs = [(2, 4), (2, 8), (4, 8)]
-    a, b = max(pairs, key=lambda p: abs(fds[p[0]] - fds[p[1]]))
-    d = clf.bootstrap_fd_difference(g[(OMEGA, a)][0], g[(OMEGA, b)][0], freal, n_boot=sz.n_boot)
-    within = -delta <= d["lo"] and d["hi"] <= delta
-    outside = d["lo"] > delta or d["hi"] < -delta
-    rows.append({"claim": "Fig. 4: 2, 4 and 8 steps give close results", "source": f"Fig. 4, {src12}",
-                 "measured": f"largest gap: FD({a} steps) − FD({b} steps) at ω={OMEGA:g} = {_fmt(d['diff'])}",
-                 "interval": f"[{_fmt(d['lo'])}, {_fmt(d['hi'])}]",
-                 "rule": f"reproduced if the interval lies within ±δ = ±{_fmt(delta)}, not if outside",
-                 "verdict": "reproduced" if within else ("not reproduced" if outside else "inconclusive")})
+    per = {sp: diff_row(g[(lo_w, 4)][0], g[(hi_w, 4)][0], real[sp], sp,
+                        f"FD(ω={lo_w:g}) − FD(ω={hi_w:g}) at 4 steps", 0.0) for sp in SPACES}
+    rows.append(_two_spaces("Fig. 4: a larger ω worsens FID (here: FD)", f"Fig. 4, {src12}",
+                            "reproduced if the interval < 0 (FD at the larger ω is higher)", per))
+    per = {}
+    for sp in SPACES:
+        fds = {n: clf.frechet_distance(g[(OMEGA, n)][0][sp], real[sp]) for n in STEPS}
+        best = min((2, 4, 8), key=fds.get)
+        per[sp] = diff_row(g[(OMEGA, best)][0], g[(OMEGA, 1)][0], real[sp], sp,
+                           f"FD({best} steps) − FD(1 step) at ω={OMEGA:g}", 0.0)
+    rows.append(_two_spaces("Fig. 4: 1 step lags 2–8 steps", f"Fig. 4, {src12}",
+                            "reproduced if the interval < 0 (the best of 2–8 steps has the lower FD)", per))
+    per = {}
+    for sp in SPACES:
+        fds = {n: clf.frechet_distance(g[(OMEGA, n)][0][sp], real[sp]) for n in STEPS}
+        a, b = max([(2, 4), (2, 8), (4, 8)], key=lambda p: abs(fds[p[0]] - fds[p[1]]))
+        d = clf.bootstrap_fd_difference(g[(OMEGA, a)][0][sp], g[(OMEGA, b)][0][sp], real[sp], n_boot=sz.n_boot)
+        within = -delta[sp] <= d["lo"] and d["hi"] <= delta[sp]
+        outside = d["lo"] > delta[sp] or d["hi"] < -delta[sp]
+        per[sp] = (f"largest gap FD({a} steps) − FD({b} steps) = {_fmt(d['diff'])}", d["lo"], d["hi"],
+                   "reproduced" if within else ("not reproduced" if outside else "inconclusive"))
+    rows.append(_two_spaces("Fig. 4: 2, 4 and 8 steps give close results", f"Fig. 4, {src12}",
+                            "reproduced if the interval lies within ±δ, not if outside", per))
     rows.append({"claim": "Table 1: Guided-Distill (the two-stage distillation baseline)",
                  "source": f"Table 1, {src12}",
                  "measured": "not implemented here", "interval": "", "rule": "", "verdict": "not tested"})
-    write_csv(rows, "digits_verdicts.csv", out_dir)
+    write_csv(rows, Path(out_dir) / "digits_verdicts.csv")
     return rows
 
 
@@ -526,229 +619,6 @@ EVALUATIONS = {
     "digits_verdicts.csv": verdicts,
     "digits_training.csv": training_times,
 }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training (lcm-ref paper train)
-# ---------------------------------------------------------------------------------------------------------------
-
-def _eval_fn(classifier, freal, fteacher, *, num_ddim_timesteps, timestep_scaling, n_eval, n_boot, device):
-    """4-step LCM samples at ω = OMEGA from a fixed seed (the same for every run and iteration): FD to the test
-    split with its interval (``fd``), FD to the teacher's own samples at the same ω (``fd_teacher``: DDIM with
-    ``CEILING_STEPS`` steps from the same x_T, the distribution distillation aims at) with its interval, and the
-    class score."""
-    labels = _labels(n_eval)
-
-    def fn(student):
-        images = sampling.lcm_sample(student, labels, OMEGA, 4, seed=EVAL_SEED, timestep_scaling=timestep_scaling,
-                                     original_inference_steps=num_ddim_timesteps, device=device)
-        f = clf.features(classifier, images)
-        fd = clf.bootstrap_fd(f, freal, n_boot=n_boot)
-        ft = clf.bootstrap_fd(f, fteacher, n_boot=n_boot)
-        cs = clf.class_probability(classifier, images, labels).mean()
-        return {"fd": fd["fd"], "fd_lo": fd["lo"], "fd_hi": fd["hi"], "fd_teacher": ft["fd"],
-                "fd_teacher_lo": ft["lo"], "fd_teacher_hi": ft["hi"], "class_score": float(cs)}
-    return fn
-
-
-class _Trainer:
-    def __init__(self, *, grid: Grid, device, work: Path, weights: Path, runs: Path, data_out: Path | None,
-                 force: bool, progress: bool, command: str, log=print):
-        self.grid, self.device, self.work, self.weights, self.runs = grid, torch.device(device), work, weights, runs
-        self.data_out, self.force, self.progress, self.command, self.log = data_out, force, progress, command, log
-        self.work.mkdir(parents=True, exist_ok=True)
-
-    # bookkeeping --------------------------------------------------------------------------------------------
-    def _record(self, seed, **extra):
-        import diffusers
-        return {"command": self.command, "seed": seed, "device": str(self.device), "torch": torch.__version__,
-                "diffusers": diffusers.__version__, "torch_threads": torch.get_num_threads(),
-                "git": _git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "platform": platform.platform(), "grid": self.grid.name, **extra}
-
-    def _times(self, row):
-        path = self.runs / "training.csv"
-        rows = [r for r in read_csv(path) if r["name"] != row["name"]] if path.is_file() else []
-        rows.append(row)
-        write_atomic(path, csv_text(rows).encode())
-        if self.data_out:
-            write_csv(rows, "digits_training.csv", self.data_out)
-
-    def _curves(self, name, study, rows):
-        path = self.runs / "lcd_runs.csv"
-        old = [r for r in read_csv(path) if r["run"] != name] if path.is_file() else []
-        allrows = old + rows
-        write_atomic(path, csv_text(allrows).encode())
-        if self.data_out:
-            write_csv(allrows, "digits_lcd_runs.csv", self.data_out)
-            sk = _skipping_rows(allrows)
-            if sk:
-                write_csv(sk, "digits_skipping_step.csv", self.data_out)
-
-    def _done(self, path, name):
-        if self.force or not Path(path).is_file():
-            return False
-        timing = self.runs / "training.csv"
-        if timing.is_file() and any(r["name"] == name for r in read_csv(timing)):
-            self.log(f"{name}: done ({path.name if hasattr(path, 'name') else path}); --force to redo")
-            return True
-        return False
-
-    def _run_resumable(self, name, fn):
-        """Run ``fn(resume, checkpoint_fn)`` with the state in work/<name>.pt; returns (state, seconds)."""
-        state_path = self.work / f"{name}.pt"
-        resume = None if self.force else ck.load_state(state_path)
-        spent = float(resume["extra"].get("seconds", 0.0)) if resume else 0.0
-        if resume:
-            self.log(f"{name}: resuming at iteration {resume['iteration']}")
-        t0 = time.perf_counter()
-
-        def checkpoint_fn(st):
-            st.extra["seconds"] = spent + time.perf_counter() - t0
-            ck.save_state(state_path, st.state_dict())
-        st = fn(resume, checkpoint_fn)
-        return st, float(st.extra.get("seconds", spent + time.perf_counter() - t0))
-
-    # stages -------------------------------------------------------------------------------------------------
-    def classifier(self):
-        path = self.weights / WEIGHT_FILES["classifier"]
-        if self._done(path, "classifier"):
-            return ck.load(path, self.device)[0]
-        t0 = time.perf_counter()
-        model, losses = clf.train_classifier(data.load("train"), epochs=self.grid.classifier_epochs,
-                                             seed=clf.CLASSIFIER_SEED, progress=self.progress, device=self.device)
-        sec = time.perf_counter() - t0
-        acc = clf.accuracy(model, data.load("test"))
-        ck.save(path, model, self._record(clf.CLASSIFIER_SEED, epochs=self.grid.classifier_epochs,
-                                          held_out_accuracy=acc, final_loss=losses[-1], seconds=round(sec, 1)))
-        self._times({"name": "classifier", "stage": "classifier", "iterations": self.grid.classifier_epochs,
-                     "batch_size": 64, "seconds": round(sec, 1), "device": str(self.device),
-                     "torch_threads": torch.get_num_threads(), "grid": self.grid.name})
-        self.log(f"classifier: held-out accuracy {acc:.4f} ({sec:.0f} s)")
-        return model.eval()
-
-    def teacher(self):
-        path = self.weights / WEIGHT_FILES["teacher"]
-        if self._done(path, "teacher"):
-            return ck.load(path, self.device)[0]
-        g = self.grid
-        st, sec = self._run_resumable("teacher", lambda resume, cfn: tch.train_teacher(
-            data.load("train"), iterations=g.teacher_iterations, batch_size=g.teacher_batch, seed=tch.TEACHER_SEED,
-            device=self.device, progress=self.progress, resume=resume, checkpoint_fn=cfn))
-        ck.save(path, st.ema, self._record(tch.TEACHER_SEED, iterations=g.teacher_iterations,
-                                           batch_size=g.teacher_batch, p_uncond=0.1, ema_decay=0.999,
-                                           final_loss_mean_100=float(np.mean(st.losses[-100:])),
-                                           seconds=round(sec, 1), schedule=tch.SCHEDULE))
-        self._times({"name": "teacher", "stage": "teacher", "iterations": g.teacher_iterations,
-                     "batch_size": g.teacher_batch, "seconds": round(sec, 1), "device": str(self.device),
-                     "torch_threads": torch.get_num_threads(), "grid": g.name})
-        self.log(f"teacher: {g.teacher_iterations} iterations ({sec:.0f} s)")
-        return st.ema.eval()
-
-    def teacher_features(self, teacher, classifier):
-        """Features of the teacher's DDIM-50 samples at ω = OMEGA from the evaluations' seed (computed once)."""
-        if getattr(self, "_fteacher", None) is None:
-            images = sampling.teacher_sample(teacher, _labels(self.grid.n_eval), OMEGA, CEILING_STEPS, "ddim",
-                                             seed=EVAL_SEED, device=self.device)
-            self._fteacher = clf.features(classifier, images)
-        return self._fteacher
-
-    def lcd_run(self, teacher, classifier, freal, *, study, solver, k, s, iterations, weight_file=None):
-        name = _run_name(solver, k, s, iterations)
-        N = 1000 // k
-        target = self.weights / weight_file if weight_file else None
-        timing = self.runs / "training.csv"
-        if not self.force and timing.is_file() and any(r["name"] == name for r in read_csv(timing)) and \
-                (target is None or target.is_file()):
-            self.log(f"{name}: done; --force to redo")
-            return
-        g = self.grid
-        efn = _eval_fn(classifier, freal, self.teacher_features(teacher, classifier), num_ddim_timesteps=N,
-                       timestep_scaling=s, n_eval=g.n_eval, n_boot=100,
-                       device=self.device)
-        st, sec = self._run_resumable(name, lambda resume, cfn: lcd.distill(
-            teacher, data.load("train"), num_ddim_timesteps=N, solver=solver, timestep_scaling=s,
-            iterations=iterations, batch_size=g.student_batch, seed=lcd.STUDENT_SEED, device=self.device,
-            progress=self.progress, resume=resume, checkpoint_fn=cfn, eval_every=g.eval_every, eval_fn=efn))
-        rows = []
-        for e in st.extra["evals"]:
-            it = e["iteration"]
-            window = st.losses[max(it - g.eval_every, 0):it]
-            rows.append({"run": name, "study": study, "solver": solver, "k": k, "timestep_scaling": s,
-                         "iteration": it, "fd": e["fd"], "fd_lo": e["fd_lo"], "fd_hi": e["fd_hi"],
-                         "fd_teacher": e["fd_teacher"], "fd_teacher_lo": e["fd_teacher_lo"],
-                         "fd_teacher_hi": e["fd_teacher_hi"], "class_score": e["class_score"],
-                         "loss": float(np.mean(window)) if window else "",
-                         "grid": g.name})
-        self._curves(name, study, rows)
-        if target is not None:
-            ck.save(target, st.model, self._record(
-                lcd.STUDENT_SEED, lcd={"num_ddim_timesteps": N, "skipping_step": k, "solver": solver,
-                                       "timestep_scaling": s, "omega_min": lcd.OMEGA_RANGE[0],
-                                       "omega_max": lcd.OMEGA_RANGE[1], "iterations": iterations,
-                                       "batch_size": g.student_batch, "lr": 3e-4, "ema_decay": 0.95,
-                                       "guidance_dim": lcd.GUIDANCE_DIM},
-                teacher_sha256=json.loads(ck.record_path(self.weights / WEIGHT_FILES["teacher"]).read_text())
-                ["sha256"], seconds=round(sec, 1)))
-        self._times({"name": name, "stage": study, "iterations": iterations, "batch_size": g.student_batch,
-                     "seconds": round(sec, 1), "device": str(self.device), "torch_threads": torch.get_num_threads(),
-                     "grid": g.name})
-        self.log(f"{name}: FD {rows[-1]['fd']:.3g} at 4 steps ({sec:.0f} s)")
-
-
-def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=None, data_out=DEFAULT_OUT,
-          force=False, progress=True, threads=1, command=None, log=print) -> None:
-    """Train every stage of ``STAGES`` (or those in ``only``) in order; resumable (see the module docstring).
-
-    ``grid``: "cpu" (default on a CPU) or "full" (default on CUDA); ``work``: where run states go (default
-    ./build/paper-train); ``weights`` / ``runs``: where the committed files go (default the package's folders);
-    ``data_out``: a copy of the CSVs for the reports (None: none)."""
-    only = list(STAGES) if not only else list(only)
-    for s in only:
-        if s not in STAGES:
-            raise LCMRefError("--only", s, f"one of {STAGES}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LCMRefError("--device", device, "a device torch can use here (CUDA is not available)")
-    grid = grid or ("full" if dev.type == "cuda" else "cpu")
-    if grid not in GRIDS:
-        raise LCMRefError("--grid", grid, f"one of {tuple(GRIDS)}")
-    if not (isinstance(threads, int) and threads >= 1):
-        raise LCMRefError("--threads", threads, "an integer >= 1")
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    torch.backends.cudnn.benchmark = False
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False      # float32 arithmetic on CUDA as on CPU
-        torch.backends.cudnn.allow_tf32 = False
-    try:
-        t = _Trainer(grid=GRIDS[grid], device=dev, work=Path(work or Path.cwd() / "build" / "paper-train"),
-                     weights=Path(weights or WEIGHTS), runs=Path(runs or RUNS),
-                     data_out=Path(data_out) if data_out else None, force=force, progress=progress,
-                     command=command or "lcm-ref paper train " + " ".join(sys.argv[3:]), log=log)
-        t.weights.mkdir(parents=True, exist_ok=True)
-        t.runs.mkdir(parents=True, exist_ok=True)
-        classifier = t.classifier() if "classifier" in only or any(s != "classifier" for s in only) else None
-        need_teacher = any(s in only for s in ("teacher", "student", "scaling", "skipping"))
-        teacher = t.teacher() if need_teacher else None
-        if teacher is None:
-            return
-        freal = clf.features(classifier, data.load("test").x)
-        g = t.grid
-        if "student" in only:
-            t.lcd_run(teacher, classifier, freal, study="main", solver="ddim", k=20, s=10.0,
-                      iterations=g.student_iterations, weight_file=WEIGHT_FILES["student"])
-        if "scaling" in only:
-            for s, wf in ((1.0, WEIGHT_FILES["student_s1"]), (100.0, WEIGHT_FILES["student_s100"])):
-                t.lcd_run(teacher, classifier, freal, study="scaling", solver="ddim", k=20, s=s,
-                          iterations=g.student_iterations, weight_file=wf)
-        if "skipping" in only:
-            for solver in lcd.SOLVERS:
-                for k in KS:
-                    t.lcd_run(teacher, classifier, freal, study="skipping", solver=solver, k=k, s=10.0,
-                              iterations=g.fig3_iterations)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -906,14 +776,18 @@ def closing_note(classifier_rows, table_rows, verdict_rows, training_rows, guida
     lines = [f"- Classifier held-out accuracy: **{acc:.4f}** (test split, {n_test} digits).",
              f"- Real-vs-real FD floor (train split vs test split): **{floor['value']:.3g}** "
              f"[{floor['lo']:.3g}, {floor['hi']:.3g}]."]
-    lines.append("- Table 1 analog, FD at 1 / 2 / 4 / 8 steps (ω = 8, pooled seeds, 95 % interval):")
-    for meth in sampling.METHODS:
-        cells = [next(r for r in table_rows if r["method"] == meth and r["steps"] == n) for n in STEPS]
-        lines.append(f"  - {_LABELS[meth]}: " + " / ".join(f"{r['fd']:.3g} [{r['fd_lo']:.3g}, {r['fd_hi']:.3g}]"
-                                                            for r in cells))
-    ceil = next((r for r in table_rows if r["method"] == "teacher_ddim_50"), None)
-    if ceil:
-        lines.append(f"  - {_LABELS['teacher_ddim_50']}: {ceil['fd']:.3g} [{ceil['fd_lo']:.3g}, {ceil['fd_hi']:.3g}]")
+    cols = [("CNN features", "fd")] + ([("pixels", "fd_pix")] if "fd_pix" in table_rows[0] else [])
+    for space, key in cols:
+        lines.append(f"- Table 1 analog, FD to the test split on {space} at 1 / 2 / 4 / 8 steps (ω = 8, pooled "
+                     "seeds, 95 % interval):")
+        for meth in sampling.METHODS:
+            cells = [next(r for r in table_rows if r["method"] == meth and r["steps"] == n) for n in STEPS]
+            lines.append(f"  - {_LABELS[meth]}: " + " / ".join(
+                f"{r[key]:.3g} [{r[key + '_lo']:.3g}, {r[key + '_hi']:.3g}]" for r in cells))
+        ceil = next((r for r in table_rows if r["method"] == "teacher_ddim_50"), None)
+        if ceil:
+            lines.append(f"  - {_LABELS['teacher_ddim_50']}: {ceil[key]:.3g} [{ceil[key + '_lo']:.3g}, "
+                         f"{ceil[key + '_hi']:.3g}]")
     lines.append("- Verdicts:")
     lines += [f"  - **{r['verdict']}** — {r['claim']}: {r['measured']} {r['interval']}".rstrip() for r in verdict_rows]
     total = sum(float(r["seconds"]) for r in training_rows)
@@ -953,19 +827,21 @@ def caveats(table_rows, guidance_rows) -> str:
                "weaker guidance than the teacher's." if weak else
                "The student follows the teacher's dependence on ω to a comparable degree."))
     ceil = {(r["method"], r["steps"]): r for r in table_rows if r.get("fd_ceiling") not in ("", None)}
-    if ("lcm", 4) in ceil:
-        best = min((m for m in sampling.TEACHER_SOLVERS if (m, 4) in ceil), key=lambda m: ceil[(m, 4)]["fd_ceiling"])
+    keys = [("CNN features", "fd_ceiling")] + \
+        ([("pixels", "fd_ceiling_pix")] if "fd_ceiling_pix" in next(iter(ceil.values()), {}) else [])
+    for space, key in keys if ("lcm", 4) in ceil else []:
+        best = min((m for m in sampling.TEACHER_SOLVERS if (m, 4) in ceil), key=lambda m: ceil[(m, 4)][key])
         a, b = ceil[("lcm", 4)], ceil[(best, 4)]
         out.append(
-            f"- **Closeness to the teacher.** At 4 steps the student's FD to the teacher's own 50-step samples "
-            f"(`fd_ceiling`) is {a['fd_ceiling']:.3g} [{a['fd_ceiling_lo']:.3g}, {a['fd_ceiling_hi']:.3g}], "
-            f"{best}'s {b['fd_ceiling']:.3g} [{b['fd_ceiling_lo']:.3g}, {b['fd_ceiling_hi']:.3g}]. "
+            f"- **Closeness to the teacher ({space}).** At 4 steps the student's FD to the teacher's own 50-step "
+            f"samples (`{key}`) is {a[key]:.3g} [{a[key + '_lo']:.3g}, {a[key + '_hi']:.3g}], "
+            f"{best}'s {b[key]:.3g} [{b[key + '_lo']:.3g}, {b[key + '_hi']:.3g}]. "
             + ("So at 4 steps the teacher's own solver reproduces the guided distribution more closely than the "
                "student does, although the student is closer to the real digits: the Table 1 verdicts hold for "
                "the paper's measure (FD to data), not as evidence that the student reproduces its guided teacher."
-               if b["fd_ceiling_hi"] < a["fd_ceiling_lo"] else
+               if b[key + "_hi"] < a[key + "_lo"] else
                "The student is at least as close to the teacher's guided distribution as the teacher's own "
-               "4-step solver." if a["fd_ceiling_hi"] <= b["fd_ceiling_lo"] else
+               "4-step solver." if a[key + "_hi"] <= b[key + "_lo"] else
                "Their intervals overlap: neither is shown closer to the teacher's guided distribution."))
     return "\n".join(out)
 

@@ -34,11 +34,11 @@ import numbers
 
 import numpy as np
 import scipy.integrate
-import scipy.linalg
 
 from .. import reference as ref
 from ..config import LCMConfig
 from ..errors import LCMRefError
+from ..numerics import frechet_distance
 
 __all__ = [
     "ENDS", "GaussianMixture", "make_mixture", "vp_coordinates", "end_noise_level",
@@ -356,42 +356,10 @@ def gaussian_consistency_function(mean, cov, cfg: LCMConfig, x, timestep, *, end
 # Metrics
 # ---------------------------------------------------------------------------------------------------------------
 
-def _moments(a, name):
-    """(mean, cov) of a sample array (N, d) (unbiased covariance, as FID), or a (mean, cov) pair as given."""
-    if isinstance(a, tuple):
-        m, c = (np.asarray(v, dtype=np.float64) for v in a)
-        return m, np.atleast_2d(c)
-    a = np.asarray(a, dtype=np.float64)
-    if a.ndim != 2 or len(a) < 2:
-        raise LCMRefError(f"{name}.shape", a.shape, "(N, d) with N >= 2, or a (mean, cov) tuple")
-    if not np.isfinite(a).all():
-        raise LCMRefError(name, "non-finite values", "finite samples")
-    return a.mean(axis=0), np.atleast_2d(np.cov(a, rowvar=False))
-
-
-def frechet_distance(a, b) -> float:
-    """The FID formula on raw coordinates: ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2(Σ_aΣ_b)^½) (scipy.linalg.sqrtm). Each of
-    a, b is samples (N, d) or a (mean, cov) pair. On Gaussians this is W2² (``gaussian_w2`` squared)."""
-    m1, c1 = _moments(a, "a")
-    m2, c2 = _moments(b, "b")
-    if m1.shape != m2.shape:
-        raise LCMRefError("b", f"dimension {m2.shape}", f"the dimension of a, {m1.shape}")
-    covmean = scipy.linalg.sqrtm(c1 @ c2)
-    covmean = np.real(covmean)    # imaginary parts are rounding noise for PSD inputs
-    return float(np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean))
-
-
 def gaussian_w2(mean1, cov1, mean2, cov2) -> float:
-    """Exact 2-Wasserstein distance between N(mean1, cov1) and N(mean2, cov2) (not squared), by the symmetric form
-    W2² = ‖Δμ‖² + tr(Σ1 + Σ2 − 2(Σ2^½ Σ1 Σ2^½)^½) with eigendecomposition square roots."""
-    def psd_sqrt(c):
-        lam, U = np.linalg.eigh(np.atleast_2d(np.asarray(c, dtype=np.float64)))
-        return (U * np.sqrt(np.clip(lam, 0, None))) @ U.T
-    c1, r2 = np.atleast_2d(cov1), psd_sqrt(cov2)
-    cross = psd_sqrt(r2 @ c1 @ r2)
-    w2sq = np.sum((np.asarray(mean1) - np.asarray(mean2)) ** 2) + np.trace(c1) + np.trace(np.atleast_2d(cov2)) \
-        - 2 * np.trace(cross)
-    return float(np.sqrt(max(w2sq, 0.0)))
+    """Exact 2-Wasserstein distance between N(mean1, cov1) and N(mean2, cov2) (not squared): the square root of
+    ``frechet_distance`` on the two (mean, cov) pairs (the symmetric form with eigendecomposition square roots)."""
+    return float(np.sqrt(max(frechet_distance((mean1, cov1), (mean2, cov2)), 0.0)))
 
 
 def projections(d: int, n_projections: int = 128, seed: int = 0) -> np.ndarray:

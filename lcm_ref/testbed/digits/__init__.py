@@ -15,5 +15,12 @@
 - ``sampling``: LCM sampling through ``lcm_ref.torch_impl.LCMScheduler`` in a diffusers-style loop, and the
   teacher's baselines with diffusers' ``DDIMScheduler`` and ``DPMSolverMultistepScheduler``;
 - ``checkpoint``: safetensors weights with a JSON record (the command and seed that made them) beside them; the
-  committed ones live in ``weights/``, the curves of every training run in ``runs/``.
+  committed ones live in ``weights/``, the curves of every training run in ``runs/``;
+- ``models``: ``load(name)`` (also ``lcm_ref.testbed.digits.load``): a committed network by name ("teacher",
+  "student" the main student, …) as the diffusers ``UNet2DConditionModel`` with its record (noise schedule,
+  guidance convention, null class, ``time_cond_proj_dim``, the guidance-embedding recipe, role).
 """
+
+from .models import load  # noqa: E402
+
+__all__ = ["load"]

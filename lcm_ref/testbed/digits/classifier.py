@@ -4,8 +4,8 @@
   (the **features**, 64-d) → linear(64→10) (the logits). About 43k parameters.
 - ``features`` / ``class_probability`` clip images to [−1, 1] first: a generated sample is judged as the picture
   a pipeline would save, not as the raw array (guided samplers overshoot the data range).
-- ``frechet_distance(fa, fb)``: the FID formula on two feature sets, ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b
-  − 2 tr (Σ_a^½ Σ_b Σ_a^½)^½ (squared, like FID), computed with symmetric eigendecompositions in float64.
+- ``frechet_distance(fa, fb)``: ``lcm_ref.numerics.frechet_distance`` (the project's one FID formula) on two feature
+  sets.
 - ``bootstrap_fd`` / ``bootstrap_mean``: 95 % bootstrap intervals (both feature sets resampled with replacement,
   fixed seed; the percentile interval shifted by the bootstrap bias estimate, see ``_interval``);
   ``bootstrap_fd_difference``: the interval of FD(a) − FD(b) against the same real set, the real set resampled
@@ -21,10 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ...errors import LCMRefError
+from ...numerics import frechet_distance
 from .data import N_CLASSES, Split
 
 __all__ = ["DigitClassifier", "train_classifier", "features", "logits", "accuracy", "class_probability",
-           "frechet_distance", "bootstrap_fd", "bootstrap_fd_difference", "bootstrap_mean", "feature_moments",
+           "frechet_distance", "bootstrap_fd", "bootstrap_fd_difference", "bootstrap_mean", "one_thread",
            "FEATURE_DIM", "CLASSIFIER_SEED"]
 
 FEATURE_DIM = 64
@@ -124,31 +125,6 @@ def class_probability(model: DigitClassifier, x, labels) -> np.ndarray:
     return p[torch.arange(len(x)), labels.long()].numpy()
 
 
-def feature_moments(f) -> tuple:
-    """(mean, covariance) of a feature set (N, d), N ≥ 2, as float64."""
-    f = np.asarray(f, dtype=np.float64)
-    if f.ndim != 2 or len(f) < 2:
-        raise LCMRefError("features", getattr(f, "shape", None), "an array of shape (N, d) with N >= 2")
-    return f.mean(axis=0), np.cov(f, rowvar=False)
-
-
-def _sqrtm_psd(c):
-    w, v = np.linalg.eigh(c)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-
-
-def frechet_distance(fa, fb) -> float:
-    """Fréchet distance (squared) between the Gaussians fitted to feature sets ``fa`` and ``fb`` (each (N, d)):
-    ‖μ_a − μ_b‖² + tr Σ_a + tr Σ_b − 2 tr (Σ_a^½ Σ_b Σ_a^½)^½. 0 for identical sets up to rounding."""
-    (ma, ca), (mb, cb) = feature_moments(fa), feature_moments(fb)
-    if ma.shape != mb.shape:
-        raise LCMRefError("fb", np.shape(fb), f"features of the same dimension as fa ({ma.shape[0]})")
-    s = _sqrtm_psd(ca)
-    m = s @ cb @ s
-    cross = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum()
-    return float(np.sum((ma - mb) ** 2) + np.trace(ca) + np.trace(cb) - 2.0 * cross)
-
-
 def _interval(reps, estimate, level=0.95):
     """Percentile interval of the bootstrap replicates, shifted by the bootstrap estimate of the bias
     (mean(reps) − estimate). Resampling with replacement duplicates points, which by itself raises an FD (the
@@ -159,7 +135,7 @@ def _interval(reps, estimate, level=0.95):
     return float(np.quantile(reps, a) - bias), float(np.quantile(reps, 1 - a) - bias)
 
 
-def _one_thread():
+def one_thread():
     """BLAS limited to one thread: 64×64 eigendecompositions are faster single-threaded, and the machine is shared."""
     try:
         from threadpoolctl import threadpool_limits
@@ -179,7 +155,7 @@ def bootstrap_fd(fa, fb, *, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     _check_boot(n_boot)
     fa, fb = np.asarray(fa), np.asarray(fb)
     rng = np.random.default_rng(seed)
-    with _one_thread():
+    with one_thread():
         fd = frechet_distance(fa, fb)
         reps = [frechet_distance(fa[rng.integers(0, len(fa), len(fa))], fb[rng.integers(0, len(fb), len(fb))])
                 for _ in range(n_boot)]
@@ -194,7 +170,7 @@ def bootstrap_fd_difference(fa, fb, freal, *, n_boot: int = N_BOOT, seed: int = 
     fa, fb, freal = np.asarray(fa), np.asarray(fb), np.asarray(freal)
     rng = np.random.default_rng(seed)
     reps = []
-    with _one_thread():
+    with one_thread():
         diff = frechet_distance(fa, freal) - frechet_distance(fb, freal)
         for _ in range(n_boot):
             r = freal[rng.integers(0, len(freal), len(freal))]

@@ -6,18 +6,24 @@ Per iteration (names as in ``lcm_ref.testbed.distill``, the analytic-testbed ver
     x_0, c ~ train split;  N = num_ddim_timesteps, k = T // N (the skipping step);  start = j·k − 1, j ~ U{1..N}
     target = max(start − k, 0);  ω ~ U[omega_min, omega_max];  x = DDPMScheduler.add_noise(x_0, ε, start)
     x̂ = Ψ(x, start → target; ω, c)   one augmented (guided) PF-ODE step with the teacher's ε̃ (``solver_step``)
-    loss = ‖f_θ(x, start, ω, c) − f_θ⁻(x̂, target, ω, c)‖²  (mean over pixels and batch),  θ⁻ ← μ·θ⁻ + (1 − μ)·θ
+    target = f_θ⁻(x̂, target, ω, c)   (``lcd_target``: the one function that computes it)
+    loss = ρ((f_θ(x, start, ω, c) − target)/scale)  (mean over pixels and batch),  θ⁻ ← μ·θ⁻ + (1 − μ)·θ
 
 with f_θ(x, t) = c_skip(t)·x + c_out(t)·x̂_0(ε_θ(x, t, ω, c)), LCM's boundary scalings with σ_data = 0.5 and
 ``timestep_scaling`` s (c_skip = σ²/((s·t)² + σ²), c_out = s·t/√((s·t)² + σ²)), fused as f = a[t]·x + b[t]·ε_θ by
 ``lcm_ref.testbed.distill.fused_tables`` from the float64 reference tables. c_skip(0) = 1 and c_out(0) = 0, so the
-student learns the ODE map to timestep 0.
+student learns the ODE map to timestep 0. ρ is the square (``"l2"``) or the pseudo-Huber loss (``"huber"``);
+``scale`` is 1 (``loss_space="x0"``: the error of f, as diffusers' LCD script measures it) or |b[start]|
+(``"eps"``: the error of the student's ε, every start timestep weighing alike; docs/design.md §11.1 on why this is
+the choice that lets ω reach the student).
 
 **The student** is the teacher's U-Net plus LCM's guidance embedding: ``UNet2DConditionModel`` with
-``time_cond_proj_dim`` = ``GUIDANCE_DIM``; ``guidance_embedding(ω)`` (sinusoids of 1000·ω, the form LCM uses) passes
-through the time embedding's ``cond_proj`` (a bias-free linear layer) and is added to the timestep's features. It is
-initialised from the teacher, weight for weight; ``cond_proj`` is initialised to zero, so that at iteration 0 the
-student is exactly the teacher's conditional branch (a test checks this), and the guidance dependence is learned.
+``time_cond_proj_dim`` = ``GUIDANCE_DIM`` (256, diffusers' LCD default); ``guidance_embedding(ω)`` (sinusoids of
+1000·ω, the form LCM uses) passes through the time embedding's ``cond_proj`` (a bias-free linear layer) and is added
+to the timestep's features. It is initialised from the teacher, weight for weight; ``cond_proj`` keeps torch's
+default draw (``cond_init="default"``, as diffusers' script) or starts at zero (``"zero"``, what the testbed trains
+with: at iteration 0 the student is exactly the teacher's conditional branch, a test checks this), and the
+guidance dependence is learned.
 The embedded ω is the paper's ω (diffusers' LCM pipeline embeds ``guidance_scale − 1``, the same number).
 
 **The ODE solvers Ψ** (one step from s = start to t = target, α = √ᾱ, σ = √(1 − ᾱ), λ = log(α/σ), h = λ_t − λ_s,
@@ -53,10 +59,16 @@ from .data import Split
 from .teacher import (SCHEDULE, TrainState, check_positive_int, guided_eps, noise_scheduler, optimizer_step,
                       unet_eps)
 
-__all__ = ["GUIDANCE_DIM", "SOLVERS", "OMEGA_RANGE", "STUDENT_SEED", "lcm_config", "guidance_embedding",
-           "make_student", "solver_step", "consistency", "lcd_target", "distill", "solver_grid"]
+__all__ = ["GUIDANCE_DIM", "COND_INITS", "LOSSES", "LOSS_SPACES", "SOLVERS", "OMEGA_RANGE", "STUDENT_SEED", "lcm_config", "guidance_embedding",
+           "make_student", "solver_step", "consistency", "lcd_target", "consistency_loss", "distill", "solver_grid"]
 
-GUIDANCE_DIM = 32
+GUIDANCE_DIM = 256
+COND_INITS = ("default", "zero")
+LOSSES = ("l2", "huber")
+#: where the loss is measured: on f itself (x_0 units, diffusers' LCD script) or divided by b[start] = ∂f/∂ε
+#: (ε units: every start timestep weighs alike)
+LOSS_SPACES = ("x0", "eps")
+HUBER_C = 1e-3
 SOLVERS = ("ddim", "dpmsolver", "dpmsolver++")
 #: ω ~ U[2, 14] in training (the paper's convention ε̃ = (1 + ω)ε_c − ωε_∅; docs/design.md §12.1 on its provenance)
 OMEGA_RANGE = (2.0, 14.0)
@@ -90,19 +102,26 @@ def guidance_embedding(omega, dim: int = GUIDANCE_DIM, dtype=torch.float32) -> t
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=1).to(dtype)
 
 
-def make_student(teacher, cond_dim: int = GUIDANCE_DIM):
-    """The teacher's U-Net with ``time_cond_proj_dim = cond_dim``, every teacher weight copied, ``cond_proj``
-    zero."""
+def make_student(teacher, cond_dim: int = GUIDANCE_DIM, cond_init: str = "default", seed: int = STUDENT_SEED):
+    """The teacher's U-Net with ``time_cond_proj_dim = cond_dim``, every teacher weight copied; ``cond_proj`` keeps
+    torch's default initialisation drawn from ``seed`` (``cond_init="default"``, as diffusers' LCD script loads the
+    teacher with ``strict=False``) or is zero (``"zero"``: the student starts exactly at the teacher's conditional
+    branch)."""
     from diffusers import UNet2DConditionModel
     if teacher.config.get("time_cond_proj_dim") is not None:
         raise LCMRefError("teacher", "a U-Net with time_cond_proj_dim", "the teacher (no guidance embedding)")
+    if cond_init not in COND_INITS:
+        raise LCMRefError("cond_init", cond_init, f"one of {COND_INITS}")
     cfg = {k: v for k, v in teacher.config.items() if not k.startswith("_")}
-    student = UNet2DConditionModel.from_config({**cfg, "time_cond_proj_dim": cond_dim})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = UNet2DConditionModel.from_config({**cfg, "time_cond_proj_dim": cond_dim})
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     if unexpected or set(missing) != {"time_embedding.cond_proj.weight"}:     # pragma: no cover - diffusers layout
         raise RuntimeError(f"student/teacher weights do not line up: missing {missing}, unexpected {unexpected}")
-    with torch.no_grad():
-        student.time_embedding.cond_proj.weight.zero_()
+    if cond_init == "zero":
+        with torch.no_grad():
+            student.time_embedding.cond_proj.weight.zero_()
     return student.to(next(teacher.parameters()).device)
 
 
@@ -183,11 +202,28 @@ def consistency(net, tables, x, t, labels, cond):
 
 @torch.no_grad()
 def lcd_target(teacher, target_net, tables, x, start, target, labels, omega, solver="ddim"):
-    """The distillation target f_θ⁻(x̂, target, ω, c) with x̂ = Ψ(x, start → target) (Algorithm 1)."""
-    x_hat = solver_step(teacher, x, start, target, labels, omega, solver)
-    cond = guidance_embedding(omega if torch.as_tensor(omega).ndim else torch.full((len(x),), float(omega)),
-                              target_net.config.time_cond_proj_dim).to(x.device)
+    """The distillation target f_θ⁻(x̂, target, ω, c) with x̂ = Ψ(x, start → target) (Algorithm 1): the function
+    ``distill`` computes its target with. ``omega``: a float or a (B,) tensor (embedded in float64)."""
+    omega = torch.as_tensor(omega, dtype=torch.float64).cpu()
+    omega = omega.expand(len(x)) if omega.ndim == 0 else omega
+    x_hat = solver_step(teacher, x, start, target, labels, omega.to(x.device, x.dtype), solver)
+    cond = guidance_embedding(omega, target_net.config.time_cond_proj_dim).to(x.device)
     return consistency(target_net, tables, x_hat, target, labels, cond)
+
+
+def consistency_loss(pred, target, loss: str = "l2", scale=None):
+    """Mean over pixels and batch of ρ(d), d = (pred − target)/scale, with ρ(d) = d² (``"l2"``) or the
+    pseudo-Huber √(d² + c²) − c with c = ``HUBER_C`` (``"huber"``, diffusers' LCD script). ``scale``: None (d in
+    the units of f) or a per-sample (B,) tensor; ``distill`` passes |b[start]| for the ε-space loss, so that d is
+    the error of the student's ε (f = a·x + b·ε)."""
+    d = pred - target
+    if scale is not None:
+        d = d / scale.reshape((-1,) + (1,) * (d.ndim - 1)).to(d.device, d.dtype)
+    if loss == "l2":
+        return d.square().mean()
+    if loss == "huber":
+        return (torch.sqrt(d.square() + HUBER_C ** 2) - HUBER_C).mean()
+    raise LCMRefError("loss", loss, f"one of {LOSSES}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,11 +232,15 @@ def lcd_target(teacher, target_net, tables, x, start, target, labels, omega, sol
 
 def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str = "ddim",
             omega_min: float = OMEGA_RANGE[0], omega_max: float = OMEGA_RANGE[1], timestep_scaling: float = 10.0,
-            iterations: int = 2000, batch_size: int = 64, lr: float = 3e-4, warmup: int = 50,
-            ema_decay: float = 0.95, seed: int = STUDENT_SEED, device="cpu", progress: bool = True, resume=None,
+            iterations: int = 2000, batch_size: int = 64, lr: float = 1e-4, warmup: int = 0,
+            weight_decay: float = 1e-2, loss: str = "l2", loss_space: str = "x0", guidance_dim: int = GUIDANCE_DIM,
+            cond_init: str = "default", ema_decay: float = 0.95, seed: int = STUDENT_SEED, device="cpu",
+            progress: bool = True, resume=None,
             checkpoint_fn=None, checkpoint_every: int = 250, eval_every: int = 0, eval_fn=None) -> TrainState:
-    """Algorithm 1 (module docstring) for ``iterations`` Adam steps at a constant learning rate after a linear
-    warm-up (as diffusers' LCD script defaults to), gradient clipping at 1. A run of I iterations is the first I
+    """Algorithm 1 (module docstring) for ``iterations`` AdamW steps (``weight_decay``) at a constant learning rate
+    after a linear warm-up of ``warmup`` iterations (diffusers' LCD script: lr 1e-4, weight decay 1e-2, constant,
+    the defaults here), gradient clipping at 1; ``loss``, ``loss_space``, ``guidance_dim`` and ``cond_init`` as in
+    the module docstring. A run of I iterations is the first I
     iterations of any longer run with the same settings and seed (nothing depends on the total). Returns the
     ``TrainState``: ``model`` the online student θ (the one sampled), ``ema`` the target θ⁻.
 
@@ -220,15 +260,20 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
         raise LCMRefError("ema_decay", ema_decay, "a float in [0, 1)")
     if not (isinstance(timestep_scaling, numbers.Real) and timestep_scaling > 0):
         raise LCMRefError("timestep_scaling", timestep_scaling, "a float > 0")
+    if loss not in LOSSES:
+        raise LCMRefError("loss", loss, f"one of {LOSSES}")
+    if loss_space not in LOSS_SPACES:
+        raise LCMRefError("loss_space", loss_space, f"one of {LOSS_SPACES}")
+    check_positive_int("warmup", warmup, 0)
     device = torch.device(device)
     teacher = teacher.to(device).eval().requires_grad_(False)
     cfg = lcm_config(timestep_scaling, num_ddim_timesteps)
     tables = ds.fused_tables(cfg)
     grid = torch.from_numpy(solver_grid(num_ddim_timesteps))
     k = cfg.num_train_timesteps // num_ddim_timesteps
-    student = make_student(teacher).train().requires_grad_(True)
+    student = make_student(teacher, guidance_dim, cond_init, seed).train().requires_grad_(True)
     target = copy.deepcopy(student).requires_grad_(False).eval()
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(warmup, 1)))
     gen = torch.Generator().manual_seed(seed)
     st = TrainState(student, target, opt, sched, gen, extra={"evals": []})
@@ -255,18 +300,17 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
         omega = omega_min + (omega_max - omega_min) * torch.rand(batch_size, generator=gen, dtype=torch.float64)
         noise = torch.randn(x0.shape, generator=gen)
         x = ns.add_noise(x0, noise, start).to(device)
-        c, om = c.to(device), omega.to(device, torch.float32)
-        cond = guidance_embedding(omega, dim).to(device)
-        with torch.no_grad():
-            x_hat = solver_step(teacher, x, start, tgt, c, om, solver)
-            f_target = consistency(target, tables, x_hat, tgt, c, cond)
-        f_online = consistency(student, tables, x, start, c, cond)
-        loss = torch.nn.functional.mse_loss(f_online, f_target)
-        optimizer_step(student, loss, opt, sched)
+        c = c.to(device)
+        f_target = lcd_target(teacher, target, tables, x, start, tgt, c, omega, solver)
+        f_online = consistency(student, tables, x, start, c, guidance_embedding(omega, dim).to(device))
+        # ε space: divide by |b[start]| = |∂f/∂ε|; at t = 0 (k = 1's grid) b = 0 and f = x whatever ε: no division
+        scale = torch.where(tables[1][start] == 0, 1.0, tables[1][start].abs()) if loss_space == "eps" else None
+        value = consistency_loss(f_online, f_target, loss, scale)
+        optimizer_step(student, value, opt, sched)
         with torch.no_grad():
             for p_t, p in zip(target.parameters(), student.parameters()):
                 p_t.lerp_(p, 1.0 - ema_decay)
-        st.losses.append(loss.item())
+        st.losses.append(value.item())
         st.iteration = i + 1
         if progress and (i + 1) % 50 == 0:
             bar.set_postfix(loss=f"{sum(st.losses[-50:]) / 50:.3g}")

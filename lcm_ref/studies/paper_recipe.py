@@ -1,0 +1,128 @@
+"""Short distillation runs that compare LCD recipes (issue 15; docs/design.md §11.1 "Which change mattered").
+
+    python -m lcm_ref.studies.paper_recipe NAME ITERATIONS [key=value ...]     # keys: lcd.distill keywords
+
+trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the committed teacher for ITERATIONS
+(single-threaded) and prints, at iteration 0, halfway and at the end, one JSON line per evaluation:
+
+- ``move{n}`` / ``align{n}`` (n = 1, 2, 4 steps): ``paper.guidance_transfer`` of the student's samples at ω = 2 and
+  14 against the teacher's DDIM-50 pair (same x_T and classes, ``N_EVAL`` samples): the size of the student's
+  response to ω relative to the teacher's, and its part along the teacher's;
+- ``fd_teacher{n}_cnn`` / ``_pix``: FD of the student's ω = 8 samples to the teacher's DDIM-50 ω = 8 samples, on the
+  classifier's features and on pixels; ``ddim4_cnn`` / ``_pix`` the same for the teacher's own DDIM-4 (the bar);
+- ``local_align`` / ``local_change`` at a few start timesteps (``local_alignment``): how much of the ω-dependence
+  of its own training target the consistency function has learned at each t.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+from ..numerics import frechet_distance
+from ..testbed import distill as ds
+from ..testbed.digits import classifier as clf
+from ..testbed.digits import data, lcd, sampling
+from ..testbed.digits import teacher as tch
+from ..testbed.digits.models import load
+from .paper import CEILING_STEPS, EVAL_SEED, OMEGA, balanced_labels, guidance_transfer, pixels
+
+__all__ = ["N_EVAL", "PROBE_TIMESTEPS", "local_alignment", "evaluate", "short_run"]
+
+N_EVAL = 300
+PROBE_TIMESTEPS = (19, 99, 259, 499, 759, 999)
+
+
+@torch.no_grad()
+def local_alignment(student, teacher, n: int = 256, seed: int = 0) -> dict:
+    """{t: (align, change)} at each of ``PROBE_TIMESTEPS``: on training inputs x = add_noise(x_0, ε, t), Δ_target =
+    lcd_target(ω = 14) − lcd_target(ω = 2) (the student itself as the target network) and Δ_f = f(x, t, 14) −
+    f(x, t, 2); align = ⟨Δ_f, Δ_target⟩ / ⟨Δ_target, Δ_target⟩, change = RMS(Δ_target)."""
+    tables = ds.fused_tables(lcd.lcm_config(10.0))
+    train = data.load("train")
+    x0, c = train.x[:n], train.y[:n]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    dim = student.config.time_cond_proj_dim
+    out = {}
+    for t in PROBE_TIMESTEPS:
+        start = torch.full((n,), t)
+        x = tch.noise_scheduler().add_noise(x0, noise, start)
+        target = torch.clamp(start - 20, min=0)
+        f = {w: lcd.consistency(student, tables, x, start, c, lcd.guidance_embedding(torch.full((n,), w), dim))
+             for w in (2.0, 14.0)}
+        tg = {w: lcd.lcd_target(teacher, student, tables, x, start, target, c, w) for w in (2.0, 14.0)}
+        d_f, d_t = (f[14.0] - f[2.0]).double(), (tg[14.0] - tg[2.0]).double()
+        out[t] = (float((d_f * d_t).sum() / d_t.square().sum()), float(d_t.square().mean().sqrt()))
+    return out
+
+
+def _reference(teacher, classifier):
+    labels = balanced_labels(N_EVAL)
+    run = lambda w, steps: sampling.teacher_sample(teacher, labels, w, steps, "ddim", seed=EVAL_SEED)  # noqa: E731
+    t8, d4 = run(OMEGA, CEILING_STEPS), run(OMEGA, 4)
+    return {"pair": (run(2.0, CEILING_STEPS), run(14.0, CEILING_STEPS)),
+            "t8": {"cnn": clf.features(classifier, t8), "pix": pixels(t8)},
+            "ddim4_cnn": frechet_distance(clf.features(classifier, d4), clf.features(classifier, t8)),
+            "ddim4_pix": frechet_distance(pixels(d4), pixels(t8))}
+
+
+def evaluate(student, teacher, classifier, ref) -> dict:
+    """The module docstring's measures of ``student`` (``ref`` from the teacher, computed once)."""
+    labels = balanced_labels(N_EVAL)
+    out = {}
+    for steps in (1, 2, 4):
+        run = lambda w: sampling.lcm_sample(student, labels, w, steps, seed=EVAL_SEED)  # noqa: E731
+        tr = guidance_transfer(run(2.0), run(14.0), *ref["pair"])
+        s8 = run(OMEGA)
+        out.update({f"move{steps}": tr["move"], f"align{steps}": tr["align"],
+                    f"fd_teacher{steps}_cnn": frechet_distance(clf.features(classifier, s8), ref["t8"]["cnn"]),
+                    f"fd_teacher{steps}_pix": frechet_distance(pixels(s8), ref["t8"]["pix"])})
+    out["ddim4_cnn"], out["ddim4_pix"] = ref["ddim4_cnn"], ref["ddim4_pix"]
+    local = local_alignment(student, teacher)
+    out["local_align"] = {t: a for t, (a, _) in local.items()}
+    out["local_change"] = {t: c for t, (_, c) in local.items()}
+    return {k: ({t: round(x, 3) for t, x in v.items()} if isinstance(v, dict) else round(v, 4))
+            for k, v in out.items()}
+
+
+def short_run(name: str, iterations: int, **recipe) -> list:
+    """Distil the main setting for ``iterations`` with ``recipe`` (``lcd.distill`` keywords) and print / return
+    the evaluations at iteration 0, halfway and at the end."""
+    torch.set_num_threads(1)
+    teacher, _ = load("teacher")
+    classifier, _ = load("classifier")
+    ref = _reference(teacher, classifier)
+    t0, rows = time.perf_counter(), []
+
+    def eval_fn(student):
+        row = {"run": name, **evaluate(student, teacher, classifier, ref),
+               "seconds": round(time.perf_counter() - t0)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        return {}
+    lcd.distill(teacher, data.load("train"), iterations=iterations, eval_every=max(iterations // 2, 1),
+                eval_fn=eval_fn, progress=False, **recipe)
+    return rows
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    recipe = {}
+    for kv in argv[2:]:
+        key, value = kv.split("=", 1)
+        try:
+            recipe[key] = json.loads(value)
+        except json.JSONDecodeError:
+            recipe[key] = value
+    short_run(argv[0], int(argv[1]), **recipe)
+    return 0
+
+
+if __name__ == "__main__":      # pragma: no cover - command line
+    sys.exit(main())
