@@ -182,6 +182,9 @@ def fake_environment(tmp_path, reports: dict, version="9.9.9"):
     bin_ = venvs / f"diffusers-{version}" / "bin"
     bin_.mkdir(parents=True)
     for kind, rep in reports.items():
+        # a real job's report names the implementation's package and version (conform: implementation_info)
+        rep.implementation_info = ({"package": "lcm_ref", "version": rep.lcm_ref_version} if kind == "dropin"
+                                   else {"package": "diffusers", "version": version})
         (bin_ / f"{kind}.json").write_text(rep.to_json())
     meta = {kind: json.dumps({"kind": kind, "diffusers": version, "torch": "2.13.0", "hypothesis": "6.0",
                               "implementation": rep.implementation, "adapter": None, "cpu_s": 2.5,
