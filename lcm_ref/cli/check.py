@@ -14,9 +14,10 @@ def configure_parser(parser):
     from ..oracle.conform import CONCERNS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = ("examples:\n  lcm-ref check diffusers:LCMScheduler\n  lcm-ref check my_port:Scheduler --dtype float16"
-                     "\n\nIMPL is module:attr, imported from the current directory first. lcm-ref conform judges "
-                     "every concern\nwithout stopping; docs/design.md §9 explains them.")
+    parser.epilog = ("examples:\n  lcm-ref check diffusers:LCMScheduler\n"
+                     "  lcm-ref check my_port:Scheduler --dtype float16\n\n"
+                     "IMPL is module:attr, imported from the current directory first. lcm-ref conform judges every "
+                     "concern\nwithout stopping; docs/design.md §9 explains them.")
     parser.add_argument("impl", help="the scheduler class or factory, as module:attr (e.g. diffusers:LCMScheduler)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"],
                         help="dtype of the samples and model outputs (default float32)")

@@ -571,9 +571,9 @@ def concern_table(names=None, *, examples=None, all_concerns=True):
     """Run ``conform`` on each mutant (default: ``ALL_MUTANTS``) with its ``CONFORM`` settings (dtype, tables;
     default float32 / float32) and return one row per mutant, a dict: ``mutant``, ``bug`` (the docstring's first
     sentence), ``expected`` (its ``CONCERN``, "none" for a negative control), ``settings``, ``failing`` (the
-    concerns that fail: with ``all_concerns`` all 17 are run, else only the expected ones), ``caught`` (every
-    expected concern fails and, for a negative control, none does), ``likely_cause`` (of the first expected
-    concern), ``failing_examples`` (failing / run, in the first expected concern) and ``seconds``."""
+    concerns that fail: with ``all_concerns`` every concern is run, else only the expected ones), ``caught`` (the
+    failing concerns are exactly the expected ones: none for a negative control), ``likely_cause`` (of the first
+    expected concern), ``failing_examples`` (failing / run, in the first expected concern) and ``seconds``."""
     from .conform import conform
 
     rows = []
