@@ -241,9 +241,12 @@ def test_comfyui_sgm_uniform_n5_fails_timesteps():
 
 
 def test_conform_comfyui_sgm_uniform_fails_timesteps():
-    """Protects: a conform run on sgm_uniform judges enough n to fail timesteps."""
+    """Protects: a conform run on sgm_uniform fails timesteps, and shows the documented n = 5 case (the n-sweep of
+    the default grid runs first, so the smallest failing n is the one shown, whatever hypothesis draws)."""
     rep = judge(U.comfyui_sgm_uniform, ["timesteps"], examples=10)
     assert verdicts(rep) == {"timesteps": "fail"}
+    detail = rep["timesteps"].detail
+    assert "set_timesteps(num_inference_steps=5)" in detail and "[999, 799, 599, 419, 219]" in detail, detail
 
 
 def test_conform_comfyui_sgm_uniform_fails_on_its_noise_levels():
