@@ -5,8 +5,6 @@ reports/conformance.md and docs/design.md §13.3 against each other: one run, on
 
 import csv
 import json
-import os
-import re
 import stat
 import textwrap
 from pathlib import Path

@@ -16,7 +16,6 @@ import torch
 
 import lcm_ref
 from lcm_ref.cli import main as cli
-from lcm_ref.errors import LCMRefError
 from lcm_ref.numerics import file_mode, umask, write_atomic, write_csv
 from lcm_ref.oracle import adapters
 from lcm_ref.oracle.compare import ABBREVIATE_OVER, abbreviate, implementation_info, load_factory

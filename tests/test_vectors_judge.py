@@ -12,7 +12,6 @@ from pathlib import Path
 import diffusers
 import numpy as np
 import pytest
-import torch
 
 from lcm_ref import cli
 from lcm_ref import reference as ref

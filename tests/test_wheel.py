@@ -2,7 +2,6 @@
 its own, and run the commands a user runs from a directory outside the checkout. Catches data files missing from
 the wheel (notebooks, vectors, schemas), paths into the checkout, and commands that write into site-packages."""
 
-import json
 import os
 import subprocess
 import sys

@@ -204,8 +204,6 @@ def _result(run: Run, examples, smallest, seconds) -> ConcernResult:
         else:
             res.verdict = "inconclusive"
         res.reason = why
-    elif unobservable:
-        res.reason = ""
     res.detail = "\n".join([stats] + notes)
     return res
 
