@@ -1,9 +1,11 @@
 """Short distillation runs that compare LCD recipes (issue 15; docs/design.md §11.1 "Which change mattered").
 
     python -m lcm_ref.studies.paper_recipe NAME ITERATIONS [key=value ...]     # keys: lcd.distill keywords
+    python -m lcm_ref.studies.paper_recipe --omega-scan
 
-trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the committed teacher for ITERATIONS
-(single-threaded) and prints, at iteration 0, halfway and at the end, one JSON line per evaluation:
+The first trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the committed teacher (or, with
+``init=student``, from the committed main student) for ITERATIONS (single-threaded) and prints, at iteration 0,
+halfway and at the end, one JSON line per evaluation:
 
 - ``move{n}`` / ``align{n}`` (n = 1, 2, 4 steps): ``paper.guidance_transfer`` of the student's samples at ω = 2 and
   14 against the teacher's DDIM-50 pair (same x_T and classes, ``N_EVAL`` samples): the size of the student's
@@ -12,6 +14,10 @@ trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the co
   classifier's features and on pixels; ``ddim4_cnn`` / ``_pix`` the same for the teacher's own DDIM-4 (the bar);
 - ``local_align`` / ``local_change`` at a few start timesteps (``local_alignment``): how much of the ω-dependence
   of its own training target the consistency function has learned at each t.
+
+The second (``omega_scan``) prints, for the committed main student at 2 and 4 steps, the FD of its samples at
+ω ∈ ``SCAN_OMEGAS`` to the teacher's DDIM-50 samples at ω = 8: at which ω the student comes closest to the
+teacher's ω = 8 distribution.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from ..testbed.digits import teacher as tch
 from ..testbed.digits.models import load
 from .paper import CEILING_STEPS, EVAL_SEED, OMEGA, balanced_labels, guidance_transfer, pixels
 
-__all__ = ["N_EVAL", "PROBE_TIMESTEPS", "local_alignment", "evaluate", "short_run"]
+__all__ = ["N_EVAL", "PROBE_TIMESTEPS", "SCAN_OMEGAS", "local_alignment", "evaluate", "short_run", "omega_scan"]
 
 N_EVAL = 300
 PROBE_TIMESTEPS = (19, 99, 259, 499, 759, 999)
+SCAN_OMEGAS = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 
 
 @torch.no_grad()
@@ -103,13 +110,41 @@ def short_run(name: str, iterations: int, **recipe) -> list:
         print(json.dumps(row), flush=True)
         rows.append(row)
         return {}
+    if recipe.get("init") == "student":
+        recipe["init"] = load("student")[0]
     lcd.distill(teacher, data.load("train"), iterations=iterations, eval_every=max(iterations // 2, 1),
                 eval_fn=eval_fn, progress=False, **recipe)
     return rows
 
 
+@torch.no_grad()
+def omega_scan() -> list:
+    """Rows ``{steps, omega, fd_cnn, fd_pix}``: the committed main student's samples (``N_EVAL``, the evaluation
+    seed's x_T) at each ω of ``SCAN_OMEGAS`` against the teacher's DDIM-50 samples at ω = ``OMEGA`` (printed as JSON
+    lines)."""
+    torch.set_num_threads(1)
+    teacher, _ = load("teacher")
+    classifier, _ = load("classifier")
+    student, _ = load("student")
+    labels = balanced_labels(N_EVAL)
+    t8 = sampling.teacher_sample(teacher, labels, OMEGA, CEILING_STEPS, "ddim", seed=EVAL_SEED)
+    ref = {"cnn": clf.features(classifier, t8), "pix": pixels(t8)}
+    rows = []
+    for steps in (2, 4):
+        for w in SCAN_OMEGAS:
+            x = sampling.lcm_sample(student, labels, w, steps, seed=EVAL_SEED)
+            rows.append({"steps": steps, "omega": w,
+                         "fd_cnn": round(frechet_distance(clf.features(classifier, x), ref["cnn"]), 3),
+                         "fd_pix": round(frechet_distance(pixels(x), ref["pix"]), 3)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--omega-scan"]:
+        omega_scan()
+        return 0
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
