@@ -2,6 +2,7 @@
 its own, and run the commands a user runs from a directory outside the checkout. Catches data files missing from
 the wheel (notebooks, vectors, schemas), paths into the checkout, and commands that write into site-packages."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -38,6 +39,12 @@ def run(installed, *argv, timeout=600):
                           text=True, timeout=timeout)
 
 
+def _tree(folder):
+    """{path: SHA-256 of the bytes} of everything under ``folder`` (folders map to None): a rewrite shows too."""
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            for p in folder.rglob("*")}
+
+
 def test_wheel_carries_every_package_and_data_file(installed):
     """Every package of the source tree, the notebooks, the golden vectors, the JSON schemas and the C++ worked
     example are in the wheel."""
@@ -53,10 +60,10 @@ def test_wheel_carries_every_package_and_data_file(installed):
 
 
 def test_commands_run_from_the_wheel_outside_the_checkout(installed):
-    """timesteps, check and vectors check run from the installed wheel (not the checkout) in a foreign directory,
-    and write nothing into the installed package."""
+    """timesteps, check, conform, vectors check and paper train run from the installed wheel (not the checkout) in
+    a foreign directory, and write nothing into the installed package."""
     site, work, _ = installed
-    before = sorted(p.relative_to(site) for p in (site / "lcm_ref").rglob("*"))
+    before = _tree(site / "lcm_ref")
     where = run(installed, "timesteps", "--steps", "4", "--csv")
     assert where.returncode == 0, where.stderr
     assert where.stdout.splitlines()[1].startswith("0,999"), where.stdout
@@ -77,8 +84,10 @@ def test_commands_run_from_the_wheel_outside_the_checkout(installed):
     assert r.returncode == 1 and "AttributeError" in r.stdout and "crashing_port.py:" in r.stdout, r.stdout
     r = run(installed, "vectors", "check")
     assert r.returncode == 0 and "0 failed" in r.stdout, r.stdout + r.stderr
-    after = sorted(p.relative_to(site) for p in (site / "lcm_ref").rglob("*"))
-    assert after == before
+    # paper train (the classifier: seconds) writes under ./paper-train, not into the package's weights
+    r = run(installed, "paper", "train", "--only", "classifier", "--force", "--quiet")
+    assert r.returncode == 0 and (work / "paper-train" / "weights" / "classifier.safetensors").is_file(), r.stderr
+    assert _tree(site / "lcm_ref") == before
 
 
 def test_report_runs_from_the_wheel_into_a_chosen_folder(installed):

@@ -6,6 +6,8 @@ is the index, with the versions, the device, the seed and the date.
 
 Notebooks learn the mode and where to write through environment variables: ``LCM_REF_FAST`` ("1" in fast mode),
 ``LCM_REF_DATA`` (the data folder), ``LCM_REF_SEED``. Inside a notebook, ``ctx = lcm_ref.studies.report.setup()`` reads them.
+``LCM_REF_WEIGHTS`` / ``LCM_REF_RUNS`` (``run(weights=, runs=)``) point the learned testbed at networks trained with
+``lcm-ref paper train`` instead of the committed ones.
 
 Everything is written into a temporary folder beside the target and moved into place at the end, so an interrupted
 run leaves the previous reports intact. Files named ``data/*cuda*`` (GPU results produced elsewhere, e.g. by
@@ -276,9 +278,11 @@ def _update_runs(out: Path, results, mode, env):
     save_csv(rows, path, ["name", "title", "mode", "date", "seconds", "figures"])
 
 
-def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT_S, quiet=False) -> list[Result]:
+def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT_S, quiet=False, weights=None,
+        runs=None) -> list[Result]:
     """Execute the notebooks (default: the shipped ones, ``notebooks_folder()``) into ``out`` (default ./reports
-    in the current directory) as described in the module docstring.
+    in the current directory) as described in the module docstring. ``weights`` / ``runs``: folders of the learned
+    testbed to evaluate instead of the committed ones (``lcm-ref paper train``'s output).
     ``only``: a notebook name (without ``.ipynb``) or a list of them. Returns one Result per notebook; a notebook that
     fails keeps its previous page, and the others are still written."""
     import nbformat
@@ -295,6 +299,13 @@ def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT
         paths = [p for p in paths if p.stem in wanted]
     if not paths:
         raise LCMRefError("notebooks", str(notebooks), "a folder with at least one .ipynb")
+    folders = {}
+    for what, env_name, folder in (("--weights", "LCM_REF_WEIGHTS", weights), ("--runs", "LCM_REF_RUNS", runs)):
+        if folder is not None:
+            if not Path(folder).is_dir():
+                raise LCMRefError(what, str(folder), "an existing folder (lcm-ref paper train writes "
+                                  "paper-train/weights and paper-train/runs)")
+            folders[env_name] = str(Path(folder).resolve())
     mode = "fast" if fast else "full"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-tmp-", dir=out.parent))
@@ -310,7 +321,7 @@ def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT
         env = environment()
         kernel_env = {**os.environ, "LCM_REF_FAST": "1" if fast else "0", "LCM_REF_DATA": str(tmp / "data"),
                       "LCM_REF_SEED": str(SEED), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                      "TQDM_DISABLE": "1"}     # progress is the report's own bar (per cell)
+                      "TQDM_DISABLE": "1", **folders}     # progress is the report's own bar (per cell)
         nbs = [nbformat.read(p, as_version=4) for p in paths]
         total = sum(1 for nb in nbs for c in nb.cells if c.cell_type == "code")
         results = []
