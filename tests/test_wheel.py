@@ -91,10 +91,20 @@ def test_commands_run_from_the_wheel_outside_the_checkout(installed):
 
 
 def test_report_runs_from_the_wheel_into_a_chosen_folder(installed):
-    """`lcm-ref report --fast --out DIR` executes the shipped notebooks into DIR (one page here, to keep the suite
-    fast: the page with no heavy sweep)."""
+    """`lcm-ref report --fast --out DIR` executes the shipped notebooks into DIR (two pages here, to keep the suite
+    fast: the page with no heavy sweep, and the conformance page, which only reads files). From a wheel the
+    conformance page has no reports: it says how to make them with `lcm-ref conform` and claims no verdict; no page
+    links to a file that is not under DIR (the notebooks ship inside the package)."""
+    import re
     _, work, _ = installed
-    r = run(installed, "report", "--fast", "--only", "scheduler_behaviour", "--out", "out")
+    r = run(installed, "report", "--fast", "--only", "scheduler_behaviour", "--only", "conformance", "--out", "out")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (work / "out" / "scheduler_behaviour.md").is_file()
     assert (work / "out" / "README.md").is_file()
+    page = (work / "out" / "conformance.md").read_text()
+    assert "lcm-ref conform diffusers:LCMScheduler --dtype float32 --json reports/data/conformance/" in page
+    assert "No concern fails" not in page and "no verdict" in page
+    for md in (work / "out").glob("*.md"):
+        for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
+            assert (work / "out" / target).resolve().is_relative_to(work / "out"), (md.name, target)
+            assert (work / "out" / target).exists(), (md.name, target)
