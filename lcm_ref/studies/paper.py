@@ -15,6 +15,7 @@ class i mod 10).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,12 @@ from ..errors import LCMRefError
 from ..numerics import read_csv, write_csv
 from ..testbed.digits import classifier as clf
 from ..testbed.digits import data, lcd, sampling
-from ..testbed.digits.models import WEIGHT_FILES
+from ..testbed.digits.models import WEIGHT_FILES, weights_folder
 from ..testbed.digits.models import load as load_model
 
 __all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "Sizes", "FULL", "FAST",
-           "WEIGHTS", "RUNS", "SPACES", "TRAINING_SEEDS", "models", "weights_key", "balanced_labels", "pixels", "space_features",
+           "WEIGHTS", "RUNS", "RUNS_ENV", "runs_folder", "SPACES", "TRAINING_SEEDS", "models", "weights_key",
+           "balanced_labels", "pixels", "space_features",
            "guidance_transfer", "combine", "skipping_rows", "classifier_summary",
            "table1", "guidance", "skipping_step", "timestep_scaling", "sample_grid", "verdicts", "training_times",
            "EVALUATIONS"]
@@ -50,6 +52,7 @@ DEFAULT_OUT = "reports/data"
 PACKAGE = Path(__file__).resolve().parents[1] / "testbed" / "digits"
 WEIGHTS = PACKAGE / "weights"           #: committed safetensors + JSON records
 RUNS = PACKAGE / "runs"                 #: committed CSVs of every training run
+RUNS_ENV = "LCM_REF_RUNS"               #: names another runs folder (``lcm-ref report --runs`` sets it)
 EVAL_SEED = 1000                        #: first seed of every evaluation draw (Table 1 uses 1000, 1001, 1002)
 
 
@@ -93,10 +96,17 @@ def _hashes(folder):
     return out
 
 
+def runs_folder(runs=None) -> Path:
+    """The training curves to read: ``runs`` when given, else ``$LCM_REF_RUNS`` when set, else the committed
+    ``RUNS``."""
+    return Path(runs or os.environ.get(RUNS_ENV) or RUNS)
+
+
 def models(weights=None, device="cpu") -> dict:
-    """{name: (module, record)} of the committed networks in ``weights`` (default ``WEIGHTS``); loaded once per
-    process and per set of weight hashes. A missing file raises ``LCMRefError`` naming it."""
-    folder = Path(weights or WEIGHTS)
+    """{name: (module, record)} of the networks in ``weights`` (default ``weights_folder()``: ``$LCM_REF_WEIGHTS``,
+    else the committed ``WEIGHTS``); loaded once per process and per set of weight hashes. A missing file raises
+    ``LCMRefError`` naming it."""
+    folder = weights_folder(weights)
     key = (str(folder), str(device), tuple(sorted(_hashes(folder).items())))
     if key not in _MODELS:
         _MODELS[key] = {name: load_model(name, device, folder) for name, _ in key[2]}
@@ -334,7 +344,7 @@ def skipping_step(out_dir=DEFAULT_OUT, fast=False, runs=None) -> list:
     and to the teacher's own samples (``fd_teacher``), with intervals, and the class score (ω = ``OMEGA``,
     ``n_eval`` samples). The "full" grid's runs when present, else the "cpu" grid's. Read, not recomputed: only the
     main students' weights are committed."""
-    path = Path(runs or RUNS) / "lcd_runs.csv"
+    path = runs_folder(runs) / "lcd_runs.csv"
     if not path.is_file():
         raise LCMRefError("runs", str(path), "the committed training curves: run `lcm-ref paper train`")
     rows = skipping_rows(read_csv(path))
@@ -354,7 +364,7 @@ def training_times(out_dir=DEFAULT_OUT, fast=False, runs=None) -> list:
     """→ ``digits_training.csv``: one row per training run (stage, name, iterations, batch, wall seconds, device,
     torch threads, grid), from the committed ``runs/training.csv``; and ``digits_lcd_runs.csv``, the curves of every
     distillation run."""
-    folder = Path(runs or RUNS)
+    folder = runs_folder(runs)
     path = folder / "training.csv"
     if not path.is_file():
         raise LCMRefError("runs", str(path), "the committed training record: run `lcm-ref paper train`")
@@ -536,7 +546,7 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
                      "rule": rule + ("; every training seed must agree" if len(seeds) > 1 else ""),
                      "verdict": combine(each)})
     # Fig. 3 from the training curves
-    runs_path = Path(runs or RUNS) / "lcd_runs.csv"
+    runs_path = runs_folder(runs) / "lcd_runs.csv"
     curves = skipping_rows(read_csv(runs_path)) if runs_path.is_file() else []
     for solver in lcd.SOLVERS:
         cur = {k: sorted((r for r in curves if r["solver"] == solver and r["k"] == k), key=lambda r: r["iteration"])
