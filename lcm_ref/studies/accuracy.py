@@ -301,7 +301,10 @@ def committed(path) -> str:
 def gpu_evidence(data) -> list[dict]:
     """One row per GPU results file present in ``data`` (``accuracy_cuda.csv``, ``bench_cuda.csv``,
     ``bench_cuda_accuracy.csv``, ``cuda_oracle.md``, ``cuda_tests.log``): what it holds, where it was measured
-    (device and software, as the files record them) and when (``committed``)."""
+    (device and software, as the files record them), when (``committed``), and whether it still describes this
+    code (``lcm_ref.studies.evidence.status``: the commit and torch version that made it, stale when the torch
+    engine has changed since)."""
+    from . import evidence
     import csv
     import re
     from pathlib import Path
@@ -328,7 +331,8 @@ def gpu_evidence(data) -> list[dict]:
         "cuda_tests.log": lambda: (f"`pytest -m cuda` on TorchLCM and the drop-in: {tests_summary()}",
                                    "cuda (the log names no GPU model)"),
     }
-    return [{"file": f"`{name}`", "holds": f()[0], "measured on": f()[1], "recorded": committed(data / name)}
+    return [{"file": f"`{name}`", "holds": f()[0], "measured on": f()[1], "recorded": committed(data / name),
+             "status": evidence.status(evidence.label(data, name))[1]}
             for name, f in what.items() if (data / name).exists()]
 
 

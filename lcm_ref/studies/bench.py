@@ -574,4 +574,7 @@ def write_outputs(rows, accuracy, out_dir, device):
           "", markdown_table(annotate(rows)), "",
           "## Accuracy (max scaled error, docs/design.md §8, float32, 8-step schedule)", "", markdown_table(accuracy), ""]
     write_atomic(out / f"bench{suffix}.md", "\n".join(md))
+    if suffix:
+        from .evidence import record
+        record(out, [f"bench{suffix}.csv", f"bench{suffix}_accuracy.csv", f"bench{suffix}.md"])
     return [out / f"bench{suffix}.csv", out / f"bench{suffix}_accuracy.csv", out / f"bench{suffix}.md"]
