@@ -523,10 +523,12 @@ def plot(rows, title):
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.4), sharey=True)
     axes[0].barh(labels, [_num(r["speedup"]) for r in rows], color="tab:blue")
     axes[0].axvline(1.0, color="k", lw=0.6)
-    axes[0].set(xscale="log", title="speedup = diffusers / TorchLCM (> 1: TorchLCM faster)")
+    axes[0].set(xscale="log", title="speedup = diffusers / TorchLCM (> 1: TorchLCM faster)",
+                xlabel="speedup (diffusers' time / TorchLCM's time, log)")
     axes[1].barh(labels, [_num(r.get("ratio_to_limit")) for r in rows], color="tab:orange")
     axes[1].axvline(1.0, color="k", lw=0.6)
-    axes[1].set(xscale="log", title="ratio_to_limit = TorchLCM / limit (1: at the limit)")
+    axes[1].set(xscale="log", title="TorchLCM against its limit (1: at the limit)",
+                xlabel="TorchLCM's time / the limit's time (log)")
     axes[0].invert_yaxis()
     axes[0].tick_params(axis="y", labelsize=7)
     fig.suptitle(title)
