@@ -12,7 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from lcm_ref.studies import accuracy as ACC  # noqa: E402
 from lcm_ref.studies import analogs as A  # noqa: E402
+from lcm_ref.studies import behaviour as B  # noqa: E402
 from lcm_ref.studies import bench  # noqa: E402
 from lcm_ref.studies import paper as P  # noqa: E402
 from lcm_ref.testbed.digits import lcd, sampling  # noqa: E402
@@ -56,6 +58,17 @@ def _figures():
     grids[("teacher_ddim_50", 50)] = np.zeros((10, 8, 8))
     grids[("real (test split)", 0)] = np.zeros((10, 8, 8))
     bn = [{"benchmark": "step", "shape": "1x4x64x64", "speedup": 3.0, "ratio_to_limit": 1.2}]
+    se = _rows({"impl": ["diffusers", "TorchLCM"], "dtype": ["float32"], "prediction_type": list(ACC.PREDICTION_TYPES),
+                "beta_schedule": ["scaled_linear"], "t": [999, 499]},
+               scaled_denoised=_fd, scaled_prev=_fd, error=lambda i: "", overflow=lambda i: 0)
+    sw = _rows({"impl": ["diffusers"], "dtype": ["float32"], "timestep_scaling": [0.1, 10.0, 1e20, 1e300]},
+               max_scaled_denoised=_fd, error=lambda i: "")
+    bd = _rows({"timestep_scaling": [1.0, 10.0], "t": [1, 10, 100]}, c_skip=_fd, c_skip_closed_form=_fd,
+               one_minus_c_out=_fd, one_minus_c_out_closed_form=_fd, ref_c_out=lambda i: 0.5,
+               diffusers_fp32_c_skip=_fd, diffusers_fp32_c_out=lambda i: 0.5)
+    sel = [{"n": n, "diffusers LCMScheduler (= lcm_ref)": [999, 499][:n], "TCD": [999, 500][:n],
+            "TCD s (eta=0.3)": [1, 2][:n]} for n in (1, 2)]
+    curves, snr_rows, scaling_rows = B.schedule_curves_figure(configs=B.CURVE_CONFIGS[:1], scalings=(10.0,))
     return [
         ("analogs.plot_table1", A.plot_table1(t1), t1),
         ("analogs.plot_skipping_step", A.plot_skipping_step(sk), sk),
@@ -68,6 +81,11 @@ def _figures():
         ("paper.figure_timestep_scaling", P.figure_timestep_scaling(pts), pts),
         ("paper.figure_sample_grid", P.figure_sample_grid(grids), [{"method": 0, "steps": 0, "class": 0}]),
         ("bench.plot", bench.plot(bn, "cpu"), bn),
+        ("accuracy.plot_scaled_errors", ACC.plot_scaled_errors(se, "scaled_linear"), se),
+        ("accuracy.plot_scaling_sweep", ACC.plot_scaling_sweep(sw), sw),
+        ("accuracy.plot_boundary", ACC.plot_boundary(bd), bd),
+        ("behaviour.plot_selection", B.plot_selection(sel, ns=(1, 2)), sel),
+        ("behaviour.schedule_curves_figure", curves, snr_rows + scaling_rows),
     ]
 
 
@@ -83,8 +101,9 @@ PLOTS = [f for f in FIGURES if f[0] != "paper.figure_sample_grid"]     # the gri
 
 @pytest.mark.parametrize("name,fig,rows", PLOTS, ids=[f[0] for f in PLOTS])
 def test_figure_text_is_words(name, fig, rows):
-    """Each panel that plots data has a title and an x label; no axis label is a raw CSV column name; the figure
-    has a y label somewhere (shared y axes label only their first panel) unless its y axis is categories."""
+    """Each panel that plots data has a title and an x label (its own, or that of the panel it shares x with); no
+    axis label is a raw CSV column name; the figure has a y label (shared y axes label only their first panel)
+    unless its y axis is categories named by the ticks."""
     columns = {c for r in rows for c in r}
     data_axes = [ax for ax in fig.axes if _plots_data(ax)]
     assert data_axes, name
@@ -93,8 +112,9 @@ def test_figure_text_is_words(name, fig, rows):
             assert label.strip() not in columns, f"{name}: axis label {label!r} is a CSV column name"
     for ax in data_axes:
         assert ax.get_title().strip(), f"{name}: a panel has no title"
-        assert ax.get_xlabel().strip(), f"{name}: panel {ax.get_title()!r} has no x label"
-    if name != "bench.plot":
+        shared = ax.get_shared_x_axes().get_siblings(ax)          # a shared x axis is labelled once, below
+        assert any(a.get_xlabel().strip() for a in shared), f"{name}: panel {ax.get_title()!r} has no x label"
+    if name not in ("bench.plot", "behaviour.plot_selection"):       # their y axes are categories, named by ticks
         assert any(ax.get_ylabel().strip() for ax in data_axes), name
     plt.close(fig)
 

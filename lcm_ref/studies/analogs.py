@@ -361,7 +361,7 @@ def count_ticks(ax, values, axis="x"):
         which.set_minor_locator(mt.NullLocator())
         which.set_major_formatter(mt.FuncFormatter(lambda v, _: f"{v:.0f}"))
     else:
-        which.set_major_locator(mt.MaxNLocator(integer=True))
+        which.set_major_locator(mt.MaxNLocator(nbins=5, integer=True))
 
 
 def plot_lines(ax, rows, x, y, group, *, logy=False, logx=False, legend=True):
@@ -382,7 +382,7 @@ def plot_lines(ax, rows, x, y, group, *, logy=False, logx=False, legend=True):
 def plot_skipping_step(rows):
     """Fig. 3 analog: fd, w2 and paired_rms of the 4-step student along distillation, one line per k."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
     for ax, y in zip(axes, ("fd", "w2", "paired_rms")):
         plot_lines(ax, rows, "iteration", y, "skipping_step", logy=True)
         ax.set_title(TITLES[y], fontsize=9)

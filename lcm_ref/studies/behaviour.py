@@ -144,6 +144,50 @@ def curves(cfg: LCMConfig) -> dict:
     return dict(t=t, alpha_bar=abar, snr=snr, c_skip=c_skip, c_out=c_out, one_minus_c_out=_one_minus_c_out(cfg, t))
 
 
+#: the configs and timestep_scaling values of ``schedule_curves_figure``
+CURVE_CONFIGS = ("SD/SDXL LCM (epsilon)", "linear betas", "squaredcos_cap_v2", "zero-SNR (rescale_betas_zero_snr)")
+CURVE_SCALINGS = (0.1, 1.0, 10.0, 100.0)
+
+
+def schedule_curves_figure(configs=CURVE_CONFIGS, scalings=CURVE_SCALINGS):
+    """ᾱ_t and SNR_t per config of ``COMMON_CONFIGS`` (top), c_skip(t) and 1 − c_out(t) per timestep_scaling
+    (bottom); dots mark the 4-step schedule's timesteps. Returns (figure, rows of ``behaviour_alpha_bar_snr.csv``,
+    rows of ``behaviour_c_skip_c_out.csv``)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.8))
+    snr_rows, scaling_rows = [], []
+    for name in configs:
+        cfg = COMMON_CONFIGS[name]
+        c, ts = curves(cfg), ref.timesteps(cfg, 4)
+        line, = axes[0, 0].plot(c["t"], c["alpha_bar"], label=name)
+        axes[0, 0].plot(ts, c["alpha_bar"][ts], "o", color=line.get_color())
+        axes[0, 1].semilogy(c["t"], c["snr"], color=line.get_color())
+        axes[0, 1].semilogy(ts, c["snr"][ts], "o", color=line.get_color())
+        snr_rows += [{"config": name, "t": int(t), "alpha_bar": float(c["alpha_bar"][t]), "snr": float(c["snr"][t])}
+                     for t in c["t"]]
+    ts = ref.timesteps(LCMConfig(), 4)
+    for s in scalings:
+        c = curves(LCMConfig(timestep_scaling=s))
+        line, = axes[1, 0].loglog(c["t"][1:], c["c_skip"][1:], label=f"timestep_scaling = {s:g}")
+        axes[1, 1].loglog(c["t"][1:], c["one_minus_c_out"][1:], color=line.get_color())
+        axes[1, 0].loglog(ts, c["c_skip"][ts], "o", color=line.get_color())
+        axes[1, 1].loglog(ts, c["one_minus_c_out"][ts], "o", color=line.get_color())
+        scaling_rows += [{"timestep_scaling": s, "t": int(t), "c_skip": float(c["c_skip"][t]),
+                          "one_minus_c_out": float(c["one_minus_c_out"][t])} for t in c["t"]]
+    text = (("ᾱ_t: the share of signal kept at timestep t", "ᾱ_t (signal variance, 0 to 1)"),
+            ("signal-to-noise ratio SNR_t = ᾱ/(1 − ᾱ)", "SNR_t (log)"),
+            ("c_skip(t): weight of the input sample (ideal 0)", "c_skip (log)"),
+            ("1 − c_out(t): shortfall of the model's weight (ideal 0)", "1 − c_out (log)"))
+    for ax, (title, ylabel) in zip(axes.flat, text):
+        ax.set_title(title, fontsize=9)
+        ax.set(xlabel="timestep t", ylabel=ylabel)
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle("Schedules of common configs; dots: the timesteps of a 4-step schedule", fontsize=10)
+    fig.tight_layout()
+    return fig, snr_rows, scaling_rows
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Running diffusers live
 # ---------------------------------------------------------------------------------------------------------------
@@ -598,3 +642,20 @@ def selection_table(cfg: LCMConfig | None = None, steps=range(1, 9)) -> list[dic
                      "ComfyUI lcm + sgm_uniform": comfyui_sgm_uniform_timesteps(cfg, n),
                      "A1111 LCM (= ComfyUI lcm + normal)": a1111_timesteps(cfg, n)})
     return rows
+
+
+def plot_selection(rows, ns=(4, 8)):
+    """One panel per step count n in ``ns``: the timesteps each implementation of ``selection_table`` picks, one
+    row of dots per implementation (TCD's intermediate s left out)."""
+    import matplotlib.pyplot as plt
+    cols = [c for c in rows[0] if c != "n" and not c.startswith("TCD s")]
+    fig, axes = plt.subplots(1, len(ns), figsize=(11, 3.4), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], ns):
+        row = next(r for r in rows if r["n"] == n)
+        for i, c in enumerate(cols):
+            ax.plot(row[c], [i] * len(row[c]), "o")
+        ax.set(xlabel="timestep t (0 = clean, 999 = pure noise)", xlim=(-10, 1010))
+        ax.set_title(f"{n} steps: where each implementation evaluates the model", fontsize=9)
+    axes[0][0].set_yticks(range(len(cols)), cols)
+    fig.tight_layout()
+    return fig

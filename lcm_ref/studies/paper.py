@@ -779,8 +779,8 @@ def figure_sample_grid(grids):
             ax.set_title(_LABELS.get(name, name), fontsize=8)
             if j == 0:
                 ax.set_ylabel("references", fontsize=8)
-    fig.suptitle(f"Samples of classes 0–9 (two rows of five per cell), ω = {OMEGA:g}, one seed for every cell; "
-                 "last row: references (the teacher at 50 steps, real test digits)", fontsize=9)
+    fig.suptitle(f"Samples of classes 0–9 (two rows of five per cell), ω = {OMEGA:g}, one seed for every cell\n"
+                 "last row, references: the teacher at 50 DDIM steps, and real digits of the test split", fontsize=9)
     fig.tight_layout()
     return fig
 
