@@ -1,6 +1,6 @@
 """Where results measured elsewhere (a GPU) came from, and whether they still describe this code.
 
-Each GPU results file under ``reports/data`` is labelled in the sidecar ``gpu_evidence.json``: the commit and the
+Each GPU results file under ``reports/data`` is labelled in the sidecar ``cuda_evidence.json``: the commit and the
 torch version that made it, the source files it measured (the torch engine) and a fingerprint of them at that
 commit. The evidence is **stale** when the engine's sources here no longer have that fingerprint: the code it
 measured has changed since, so its numbers describe an older engine. ``record`` writes the label when a GPU run
@@ -20,7 +20,7 @@ from ..numerics import write_atomic
 
 __all__ = ["SIDECAR", "PACKAGE", "fingerprint", "engine_sources", "status", "label", "record", "git_commit"]
 
-SIDECAR = "gpu_evidence.json"
+SIDECAR = "cuda_evidence.json"   #: named *cuda* so that a full ``lcm-ref report`` carries it with the files it labels
 #: the installed package's folder: the engine's sources are read from here (a wheel has no git history)
 PACKAGE = Path(__file__).resolve().parents[1]
 
