@@ -402,7 +402,7 @@ def plot_scaled_errors(rows, beta_schedule, floor=1e-3):
                 if over:
                     notes.append(f"{impl} {dt} {pt}: {over} overflow elements (exact |value| beyond the format, "
                                  "inf returned: correct, scored 0)")
-            ax.set_title(f"{pt} prediction: error of {key.replace('scaled_', '')}", fontsize=9)
+            ax.set_title(f"prediction_type {pt}: error of {'denoised' if row == 0 else 'prev_sample'}", fontsize=9)
             ax.set(xlabel="timestep t" if row else None)
     axes[0, 0].set_ylabel("max scaled error of denoised\n(eps units of the dtype)")
     axes[1, 0].set_ylabel("max scaled error of prev_sample\n(eps units of the dtype)")

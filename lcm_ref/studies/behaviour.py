@@ -281,7 +281,7 @@ def compare_with_reference(cfg: LCMConfig, run: Run, num_inference_steps=None) -
     from ..numerics import to_f64
     from ..oracle.budget import step_bound
     n = len(run.timesteps) if num_inference_steps is None else num_inference_steps
-    worst = 0.0
+    worst, nonfinite, total = 0.0, 0, 0
     for i, ((t, x, m, z), outs) in enumerate(zip(run.inputs, run.outputs)):
         x, m, z = to_f64(x), to_f64(m), to_f64(z)
         with np.errstate(all="ignore"):
@@ -301,8 +301,11 @@ def compare_with_reference(cfg: LCMConfig, run: Run, num_inference_steps=None) -
                 return (f"differs from diffusers at call {i + 1} (t={t}): {what} is {float(ratio.max()):.3g}× the "
                         "float32 budget away")
             worst = max(worst, float(ratio.max()) if ratio.size else 0.0)
-    return (f"agrees with diffusers on all {len(run.outputs)} calls: the same non-finite elements, finite ones within "
-            f"the float32 budget (worst {worst:.2g} of it)")
+            nonfinite, total = nonfinite + int((~fin).sum()), total + fin.size
+    finite = (f"the finite ones within the float32 budget (worst {worst:.2g} of it)" if nonfinite < total else
+              "no finite one to compare")
+    return (f"agrees with diffusers on all {len(run.outputs)} calls: the same non-finite elements ({nonfinite} of "
+            f"{total}), {finite}")
 
 
 def same_as_diffusers(ours, theirs) -> str:
