@@ -155,7 +155,7 @@ def test_analog_floor_uses_several_draws():
 def test_sample_grid_says_what_its_last_row_holds():
     """The sample grid's caption names both references in its last row: the teacher and the real digits."""
     fig = dict((n, f) for n, f, _ in FIGURES)["paper.figure_sample_grid"]
-    text = fig._suptitle.get_text()
+    text = fig.get_suptitle()
     assert "teacher" in text and "real" in text
     last = [ax.get_title() for ax in fig.axes[-len(P.STEPS):] if ax.axison]
     assert last == ["teacher, DDIM 50 steps", "real (test split)"]

@@ -672,8 +672,8 @@ def plot_scaling_sweep(sweep, *, n=8, top=1e9, zoom=(-3.5, 40.5)):
     top_axis.set_xticks([m[0] for m in marks], [f"s = {m[1]}" for m in marks], fontsize=7)
     top_axis.tick_params(length=6)
     axes[0].axhline(2.0 ** 23, color="grey", lw=0.5, ls=":")
-    axes[0].set(xlim=zoom, xlabel="log10(timestep_scaling)", ylabel="max scaled error of denoised\n(eps units of the dtype)",
-                ylim=(0.1, top * 5))
+    axes[0].set(xlim=zoom, xlabel="log10(timestep_scaling)", ylim=(0.1, top * 5),
+                ylabel="max scaled error of denoised\n(eps units of the dtype)")
     axes[0].set_title("error of each implementation against timestep_scaling", fontsize=9, pad=18)
     axes[0].xaxis.set_major_locator(plt.MultipleLocator(5))
     axes[0].legend(fontsize=7, loc="center left", framealpha=0.9)

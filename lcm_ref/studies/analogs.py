@@ -406,8 +406,8 @@ def floor_note(rows) -> str:
     if not f["fd"]:
         return ""
     return (f"Noise floor ({f['fd']['n']} independent data samples of the same size, measured like the methods): "
-            + "; ".join(f"{y} {f[y]['mean']:.3g} ± {f[y]['sd']:.2g} (s.d.; range {f[y]['min']:.3g}–{f[y]['max']:.3g})"
-                        for y in ("fd", "w2"))
+            + "; ".join(f"{y} {f[y]['mean']:.3g} ± {f[y]['sd']:.2g} (s.d.; range {f[y]['min']:.3g}–"
+                        f"{f[y]['max']:.3g})" for y in ("fd", "w2"))
             + ". A method whose value lies in this band is as close to the target as the data themselves; "
               "differences inside it are sampling noise.")
 

@@ -531,7 +531,8 @@ def quirk_6(seed=0) -> Quirk:
     d = (f"schedule {ts}, previous_timestep → {live}; the pre-0.32 formula "
          f"t − T//n gives {old}. step() never calls previous_timestep, so no output changed.")
     ours = [ref.previous_timestep(ts, t) for t in ts]
-    r = f"ref.previous_timestep → {ours} ({same_as_diffusers(ours, live) if live is not None else 'diffusers has none'})"
+    r = (f"ref.previous_timestep → {ours} "
+         f"({same_as_diffusers(ours, live) if live is not None else 'this diffusers has no previous_timestep'})")
     return Quirk(6, "previous_timestep was wrong before 0.32 (unused by step)", d, r,
                  "same as the default profile (nothing to refuse: step does not use it)")
 

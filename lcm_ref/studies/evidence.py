@@ -62,8 +62,8 @@ def status(meta, current: str | None = None) -> tuple[bool, str]:
     if meta["code_sha256"] == current:
         return False, f"current: {made}; the code it measured ({', '.join(meta['code_paths'])}) is unchanged"
     return True, (f"stale: {made}, measuring {', '.join(meta['code_paths'])}; the torch engine has changed since "
-                  f"(lcm_ref/torch_impl/ now fingerprints {current[:12]}, the measured code {meta['code_sha256'][:12]}), "
-                  "so these numbers describe an older engine until a GPU rerun")
+                  f"(lcm_ref/torch_impl/ now fingerprints {current[:12]}, the measured code "
+                  f"{meta['code_sha256'][:12]}), so these numbers describe an older engine until a GPU rerun")
 
 
 def label(data, name) -> dict | None:
