@@ -146,9 +146,15 @@ def test_float16_overflow_is_counted_apart_and_explained():
 
 
 def test_gpu_results_named_by_device():
+    """The README names the GPU, torch version and date of the committed GPU results as the files record them."""
+    import json
     device = rows("bench_cuda.csv")[0]["device"]
-    (gpu,) = quoted("README", r"GPU results measured on an (\w+) are in `reports/data/bench_cuda.md`")
+    gpu, torch_version, date = quoted("README", r"GPU results measured on an (\w+) \(torch ([\d.]+), ([\d-]+)\) are "
+                                                r"in `reports/data/bench_cuda.md`")
     assert gpu in device and gpu in rows("accuracy_cuda.csv")[0]["device"]
+    assert rows("bench_cuda.csv")[0]["torch_version"].startswith(torch_version + ".")
+    label = json.loads((DATA / "cuda_evidence.json").read_text())["files"]["bench_cuda.md"]
+    assert label["date"] == date and label["torch"].startswith(torch_version + ".")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Tables of lcm_ref.reference against an independent 60-digit mpmath computation (≤ 1 ulp), and against diffusers'
-float32 tables within the float32 error model of lcm_ref.oracle.budget.
+"""Tables of lcm_ref.reference against an independent 60-digit mpmath computation (0 ulp: correctly rounded, as the
+README states), and against diffusers' float32 tables within the float32 error model of lcm_ref.oracle.budget.
 
 The exact tables (lcm_ref/exact.py) take a different code path from reference.py on purpose.
 """
@@ -31,7 +31,8 @@ def ulp_distance(got, exact):
     return np.array([abs(a - b) for a, b in zip(_key(got), _key(want))])
 
 
-def assert_within_ulps(name, got, exact, limit=1):
+def assert_within_ulps(name, got, exact, limit=0):
+    """Every entry of ``got`` within ``limit`` float64 steps of the correctly rounded exact value (0: equal to it)."""
     d = ulp_distance(got, exact)
     bad = np.flatnonzero(d > limit)
     assert not len(bad), (f"{name}: {len(bad)} entries over {limit} ulp, worst {d.max()} at t={d.argmax()}; "
@@ -42,8 +43,9 @@ CONFIGS = [(s, T, z) for s in SCHEDULES for T in TS for z in (False, True)]
 
 
 @pytest.mark.parametrize("schedule,T,zero_snr", CONFIGS, ids=[f"{s}-T{T}-zsnr{int(z)}" for s, T, z in CONFIGS])
-def test_tables_within_one_ulp_of_exact(schedule, T, zero_snr):
-    """betas, alphas_cumprod and both square-root tables are ≤ 1 ulp from the 60-digit values, every t."""
+def test_tables_correctly_rounded(schedule, T, zero_snr):
+    """The README's claim: betas, alphas_cumprod and both square-root tables are the 60-digit values rounded once to
+    float64 (0 ulp), every t. Exact comparison: the 50-digit computation and a single rounding leave no slack."""
     cfg = make_cfg(schedule, T, zero_snr)
     exact = exact_tables(cfg)
     for name in ("betas", "alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"):
@@ -54,7 +56,7 @@ def test_tables_within_one_ulp_of_exact(schedule, T, zero_snr):
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_final_alpha_cumprod(schedule):
-    """final_alpha_cumprod is exactly 1.0 with set_alpha_to_one, else ≤ 1 ulp of the exact ᾱ_0 = 1 − β_0."""
+    """final_alpha_cumprod is exactly 1.0 with set_alpha_to_one, else the correctly rounded ᾱ_0 = 1 − β_0."""
     assert ref.final_alpha_cumprod(make_cfg(schedule, 1000)) == 1.0
     cfg = make_cfg(schedule, 1000, set_alpha_to_one=False)
     assert_within_ulps("final_alpha_cumprod", np.array([ref.final_alpha_cumprod(cfg)]),
@@ -62,13 +64,26 @@ def test_final_alpha_cumprod(schedule):
 
 
 def test_naive_float64_cumprod_is_not_within_one_ulp():
-    """Mutant: np.cumprod in float64 drifts past 1 ulp (why the reference uses mpmath; proves the test can fail)."""
+    """Mutant: np.cumprod in float64 drifts past 1 ulp (why the reference uses mpmath)."""
     cfg = make_cfg("scaled_linear", 1000)
     naive = np.cumprod(1.0 - np.array(ref.betas(cfg)))
     d = ulp_distance(naive, exact_tables(cfg)["alphas_cumprod"])
     assert d.max() > 1
     with pytest.raises(AssertionError, match="alphas_cumprod"):
-        assert_within_ulps("alphas_cumprod", naive, exact_tables(cfg)["alphas_cumprod"])
+        assert_within_ulps("alphas_cumprod", naive, exact_tables(cfg)["alphas_cumprod"], limit=1)
+
+
+@pytest.mark.parametrize("name", ("alphas_cumprod", "betas"))
+def test_one_ulp_up_is_caught(name):
+    """Mutant: a copy of the table with every entry moved one float64 step up fails the 0-ulp check (a ≤ 1 ulp check
+    would pass it: the reason the claim is asserted at 0)."""
+    cfg = make_cfg("scaled_linear", 1000)
+    exact = exact_tables(cfg)[name]
+    up = np.nextafter(np.array(getattr(ref, name)(cfg)), np.inf)
+    assert (ulp_distance(up, exact) == 1).all()
+    with pytest.raises(AssertionError, match=f"{name}: 1000 entries over 0 ulp"):
+        assert_within_ulps(name, up, exact)
+    assert_within_ulps(name, up, exact, limit=1)
 
 
 def test_naive_sqrt_one_minus_is_not_within_one_ulp():
@@ -101,8 +116,9 @@ SCALINGS_T = (0, 1, 2, 19, 259, 499, 999, -1, -999)
 
 
 @pytest.mark.parametrize("scaling", [0.0, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 3.7])
-def test_boundary_scalings_within_one_ulp(scaling):
-    """c_skip = 1/(1 + 4u²) and c_out = 2u/√(1 + 4u²), u = t·timestep_scaling, ≤ 1 ulp, int and array timesteps."""
+def test_boundary_scalings_correctly_rounded(scaling):
+    """c_skip = 1/(1 + 4u²) and c_out = 2u/√(1 + 4u²), u = t·timestep_scaling, correctly rounded (0 ulp), int and
+    array timesteps."""
     cfg = LCMConfig(timestep_scaling=scaling)
     c_skip, c_out = zip(*(exact_boundary(t, scaling) for t in SCALINGS_T))
     got_skip, got_out = ref.boundary_scalings(cfg, np.array(SCALINGS_T))

@@ -301,7 +301,10 @@ def committed(path) -> str:
 def gpu_evidence(data) -> list[dict]:
     """One row per GPU results file present in ``data`` (``accuracy_cuda.csv``, ``bench_cuda.csv``,
     ``bench_cuda_accuracy.csv``, ``cuda_oracle.md``, ``cuda_tests.log``): what it holds, where it was measured
-    (device and software, as the files record them) and when (``committed``)."""
+    (device and software, as the files record them), when (``committed``), and whether it still describes this
+    code (``lcm_ref.studies.evidence.status``: the commit and torch version that made it, stale when the torch
+    engine has changed since)."""
+    from . import evidence
     import csv
     import re
     from pathlib import Path
@@ -328,7 +331,8 @@ def gpu_evidence(data) -> list[dict]:
         "cuda_tests.log": lambda: (f"`pytest -m cuda` on TorchLCM and the drop-in: {tests_summary()}",
                                    "cuda (the log names no GPU model)"),
     }
-    return [{"file": f"`{name}`", "holds": f()[0], "measured on": f()[1], "recorded": committed(data / name)}
+    return [{"file": f"`{name}`", "holds": f()[0], "measured on": f()[1], "recorded": committed(data / name),
+             "status": evidence.status(evidence.label(data, name))[1]}
             for name, f in what.items() if (data / name).exists()]
 
 
@@ -398,9 +402,10 @@ def plot_scaled_errors(rows, beta_schedule, floor=1e-3):
                 if over:
                     notes.append(f"{impl} {dt} {pt}: {over} overflow elements (exact |value| beyond the format, "
                                  "inf returned: correct, scored 0)")
-            ax.set(title=f"{pt}: {key.replace('scaled_', '')}", xlabel="t" if row else None)
-    axes[0, 0].set_ylabel("max scaled error (eps units)")
-    axes[1, 0].set_ylabel("max scaled error (eps units)")
+            ax.set_title(f"prediction_type {pt}: error of {'denoised' if row == 0 else 'prev_sample'}", fontsize=9)
+            ax.set(xlabel="timestep t" if row else None)
+    axes[0, 0].set_ylabel("max scaled error of denoised\n(eps units of the dtype)")
+    axes[1, 0].set_ylabel("max scaled error of prev_sample\n(eps units of the dtype)")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"{beta_schedule} betas; 0 drawn at {floor:g}; float16/bfloat16 offset by ∓3 in t to keep both "
                  "visible" + ("\n" + "; ".join(notes) if notes else ""), fontsize=9)
@@ -437,6 +442,31 @@ def table_ulps(cfg: LCMConfig) -> dict:
     ulp32 = np.abs(d32 - np.array([float(v) for v in exact])) / np.spacing(np.abs(exact32)).astype(np.float64)
     return dict(t=np.arange(T), reference=ulp_error(ref.alphas_cumprod(cfg), exact),
                 naive_float64=ulp_error(naive, exact), diffusers_float32=ulp32)
+
+
+TABLE_KINDS = {"reference": "lcm_ref.reference (float64)", "naive_float64": "np.cumprod in float64",
+               "diffusers_float32": "diffusers (float32)"}
+
+
+def table_ulps_figure(beta_schedules=BETA_SCHEDULES, floor=1e-3):
+    """ᾱ_t's error in ulps against t, one panel per beta schedule, one line per table (``table_ulps``); 0 drawn at
+    ``floor``. Returns (figure, rows of ``accuracy_table_ulps.csv``, rows of ``accuracy_table_ulps_per_t.csv``)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(beta_schedules), figsize=(12, 3.6), sharey=True, squeeze=False)
+    ulp_rows, per_t = [], []
+    for ax, bs in zip(axes[0], beta_schedules):
+        u = table_ulps(LCMConfig(beta_schedule=bs))
+        for key, label in TABLE_KINDS.items():
+            ax.semilogy(u["t"], np.maximum(u[key], floor), lw=0.8, label=label)
+            ulp_rows.append({"beta_schedule": bs, "table": key, "max_ulp": float(u[key].max()),
+                             "worst_t": int(u[key].argmax())})
+        per_t += [{"beta_schedule": bs, "t": int(t), **{k: float(u[k][t]) for k in TABLE_KINDS}} for t in u["t"]]
+        ax.set_title(f"error of the ᾱ_t table, {bs} betas", fontsize=9)
+        ax.set(xlabel="timestep t")
+    axes[0][0].set_ylabel(f"error in ulps of the table's dtype\n(0 drawn at {floor:g})")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig, ulp_rows, per_t
 
 
 #: the non-linear steps measured beside the plain one (docs/design.md §8.2): clip_sample and dynamic thresholding
@@ -531,6 +561,33 @@ def boundary_table(scales, timesteps) -> list[dict]:
     return rows
 
 
+def plot_boundary(rows, floor=1e-12):
+    """c_skip and 1 − c_out against t (log-log) per timestep_scaling of ``boundary_table`` rows: exact (line), the
+    closed form (dashed), the reference in float64 (o) and diffusers' float32 (x); 0 drawn at ``floor``."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for s in sorted({r["timestep_scaling"] for r in rows}):
+        rs = [r for r in rows if r["timestep_scaling"] == s]
+        t = [r["t"] for r in rs]
+        line, = axes[0].loglog(t, [r["c_skip"] for r in rs], label=f"s = {s:g}")
+        c = line.get_color()
+        axes[0].loglog(t, [r["c_skip_closed_form"] for r in rs], "--", color=c, lw=0.8)
+        axes[0].loglog(t, [max(r["diffusers_fp32_c_skip"], floor) for r in rs], "x", color=c, ms=4)
+        axes[1].loglog(t, [r["one_minus_c_out"] for r in rs], color=c, label=f"s = {s:g}")
+        axes[1].loglog(t, [r["one_minus_c_out_closed_form"] for r in rs], "--", color=c, lw=0.8)
+        axes[1].loglog(t, [max(1 - r["ref_c_out"], floor) for r in rs], "o", color=c, ms=3, mfc="none")
+        axes[1].loglog(t, [max(1 - r["diffusers_fp32_c_out"], floor) for r in rs], "x", color=c, ms=4)
+    axes[0].set(xlabel="timestep t", ylabel="c_skip (weight of the input sample)")
+    axes[0].set_title("c_skip against t (ideal 0)", fontsize=9)
+    axes[1].set(xlabel="timestep t", ylabel="1 − c_out (shortfall of the model's weight)", ylim=(floor / 3, 2))
+    axes[1].set_title("1 − c_out against t (ideal 0)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"line: exact; dashed: closed form; o: reference float64; x: diffusers float32; 0 drawn at {floor:g}",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def first_t_c_out_is_one(s, T=1000) -> dict:
     """The smallest t in 1..T−1 where c_out == 1 exactly: in diffusers' float32 tensor path, in float32 rounding of
     the exact value, and in the reference's float64 (None if never)."""
@@ -615,11 +672,14 @@ def plot_scaling_sweep(sweep, *, n=8, top=1e9, zoom=(-3.5, 40.5)):
     top_axis.set_xticks([m[0] for m in marks], [f"s = {m[1]}" for m in marks], fontsize=7)
     top_axis.tick_params(length=6)
     axes[0].axhline(2.0 ** 23, color="grey", lw=0.5, ls=":")
-    axes[0].set(xlim=zoom, xlabel="log10(timestep_scaling)", ylabel="max scaled error of denoised", ylim=(0.1, top * 5))
+    axes[0].set(xlim=zoom, xlabel="log10(timestep_scaling)", ylim=(0.1, top * 5),
+                ylabel="max scaled error of denoised\n(eps units of the dtype)")
+    axes[0].set_title("error of each implementation against timestep_scaling", fontsize=9, pad=18)
     axes[0].xaxis.set_major_locator(plt.MultipleLocator(5))
     axes[0].legend(fontsize=7, loc="center left", framealpha=0.9)
     if far:
         axes[1].set(xlim=(min(far) - 20, max(far) + 20), xlabel="… up to 10³⁰⁰")
+        axes[1].set_title("the decades beyond", fontsize=9, pad=18)
         axes[1].axhline(2.0 ** 23, color="grey", lw=0.5, ls=":")
         axes[1].set_xticks(sorted(set(int(v) for v in far))[::2] + [int(max(far))])
     fig.suptitle(f"n = {n} schedule, epsilon; dotted: 2²³ (relative error 1 in float32); non-finite or raised: drawn "

@@ -13,7 +13,9 @@ Common set-up (all seeds fixed):
   student stays poor at every step count; v-prediction avoids the amplification, as Marigold-LCM does);
 - metrics: ``fd`` = Fréchet distance (squared, like FID) to the exact mean and covariance of the target
   distribution; ``w2`` = sliced W2 (not squared) to an independent reference sample of the target; both have a
-  sampling-noise floor that the ``data`` rows of ``table1_analog.csv`` and ``endpoint.csv`` measure.
+  sampling-noise floor that the ``data`` rows of ``table1_analog.csv`` (``FLOOR_DRAWS`` independent data samples:
+  the floor and its spread) and the ``floor`` row of ``endpoint.csv`` (one sample) measure. The data are
+  standardized, so distances are in units of the data's standard deviation ("data units").
 """
 
 from __future__ import annotations
@@ -31,14 +33,17 @@ from ..config import LCMConfig
 from ..errors import LCMRefError
 from ..numerics import write_csv
 
-__all__ = ["ANALOG_CFG", "STUDENT_CFG", "STEPS", "Sizes", "FULL", "FAST", "mixture",
+__all__ = ["ANALOG_CFG", "STUDENT_CFG", "STEPS", "FLOOR_DRAWS", "AXIS_LABELS", "Sizes", "FULL", "FAST", "mixture",
            "table1", "skipping_step", "guidance", "spacing", "timestep_scaling_samples", "endpoint", "run_all",
-           "plot_lines", "count_ticks", "plot_skipping_step", "plot_table1", "plot_guidance", "plot_spacing",
+           "plot_lines", "count_ticks", "noise_floor", "floor_note", "plot_skipping_step", "plot_table1",
+           "plot_guidance", "plot_spacing",
            "plot_timestep_scaling_samples"]
 
 ANALOG_CFG = LCMConfig()
 STUDENT_CFG = ANALOG_CFG.replace(prediction_type="v_prediction")
 STEPS = (1, 2, 4, 8)
+#: independent data samples behind Table 1's noise floor (its mean and spread)
+FLOOR_DRAWS = 16
 DEFAULT_OUT = "reports/data"
 
 
@@ -107,11 +112,14 @@ def table1(out_dir=DEFAULT_OUT, fast=False, baseline_spacing="trailing", progres
     ``ddim_lcm_timesteps`` / ``dpmsolver++_lcm_timesteps`` (diffusers' DDIM and DPM-Solver++ 2M with the exact
     denoiser on LCM's timesteps) and ``ddim_<spacing>`` / ``dpmsolver++_<spacing>`` (on their own grid with
     ``baseline_spacing``, default trailing: the config's "leading" starts DDIM's 1-step run at t = 0, a no-op).
-    One row ``data`` with steps = 0: an independent data sample, the metrics' noise floor."""
+    ``FLOOR_DRAWS`` rows ``data`` with steps = 0: independent data samples of the same size, measured the same way
+    (the metrics' noise floor; their spread is how far one sample's fd and w2 move by chance)."""
     sz, mix, cfg = _sizes(fast), mixture(), ANALOG_CFG
     rng = np.random.default_rng(1)
     moments, ref_sample = (mix.mean(), mix.cov()), mix.sample(sz.n_ref, rng)[0]
-    rows = [{"method": "data", "steps": 0, **_metrics(mix.sample(sz.n, rng)[0], moments, ref_sample)}]
+    floor_rng = np.random.default_rng(11)   # the first draw from rng as before, so the rows below are unchanged
+    rows = [{"method": "data", "steps": 0, **_metrics(mix.sample(sz.n, r)[0], moments, ref_sample)}
+            for r in [rng] + [floor_rng] * (FLOOR_DRAWS - 1)]
     student = _student(mix, sz, progress=progress).student
     exact = tb.consistency_model(mix, cfg, end="boundary", rtol=sz.rtol, atol=sz.rtol * 1e-3)
     den = tb.denoiser_model(mix, cfg)
@@ -130,7 +138,7 @@ def table1(out_dir=DEFAULT_OUT, fast=False, baseline_spacing="trailing", progres
             f"dpmsolver++_{baseline_spacing}": tb.dpmsolver_sample(cfg, den, x_T, n, spacing=baseline_spacing),
         }
         rows += [{"method": m, "steps": n, **_metrics(x, moments, ref_sample)} for m, x in outs.items()]
-    rows.sort(key=lambda r: (r["method"] != "data", r["method"], r["steps"]))
+    rows.sort(key=lambda r: (r["method"] != "data", r["method"], r["steps"]))      # stable: draws keep their order
     write_csv(rows, Path(out_dir) / "table1_analog.csv")
     return rows
 
@@ -318,6 +326,19 @@ def endpoint(out_dir=DEFAULT_OUT, fast=False, progress=True):
 COUNT_COLUMNS = ("steps", "iteration", "skipping_step")
 #: how a numeric group is named in a legend
 LABELS = {"skipping_step": "k"}
+#: axis labels in words, with units, for the CSV columns the figures plot (data units: the data's standard deviation)
+AXIS_LABELS = {
+    "fd": "Fréchet distance to the target\n(squared, data units²)",
+    "w2": "sliced W2 distance to a target sample\n(data units)",
+    "paired_rms": "RMS distance to the exact map's sample\n(same x_T and noises; data units)",
+    "steps": "sampling steps",
+    "iteration": "distillation iteration",
+    "omega": "guidance scale ω",
+    "accuracy": "class accuracy\n(fraction whose Bayes class is the one asked)",
+}
+#: panel titles per plotted quantity
+TITLES = {"fd": "Fréchet distance (lower is better)", "w2": "sliced W2 distance (lower is better)",
+          "paired_rms": "distance to the exact consistency map", "accuracy": "class accuracy (CLIP-score analog)"}
 
 
 def _group_key(g):
@@ -340,7 +361,7 @@ def count_ticks(ax, values, axis="x"):
         which.set_minor_locator(mt.NullLocator())
         which.set_major_formatter(mt.FuncFormatter(lambda v, _: f"{v:.0f}"))
     else:
-        which.set_major_locator(mt.MaxNLocator(integer=True))
+        which.set_major_locator(mt.MaxNLocator(nbins=5, integer=True))
 
 
 def plot_lines(ax, rows, x, y, group, *, logy=False, logx=False, legend=True):
@@ -349,7 +370,7 @@ def plot_lines(ax, rows, x, y, group, *, logy=False, logx=False, legend=True):
     for g in sorted({r[group] for r in rows}, key=_group_key):
         pts = sorted((r[x], r[y]) for r in rows if r[group] == g)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=_label(group, g))
-    ax.set(xlabel=x, ylabel=y, yscale="log" if logy else "linear")
+    ax.set(xlabel=AXIS_LABELS[x], ylabel=AXIS_LABELS[y], yscale="log" if logy else "linear")
     if logx:
         ax.set_xscale("log", base=2)
     if x in COUNT_COLUMNS:
@@ -361,26 +382,53 @@ def plot_lines(ax, rows, x, y, group, *, logy=False, logx=False, legend=True):
 def plot_skipping_step(rows):
     """Fig. 3 analog: fd, w2 and paired_rms of the 4-step student along distillation, one line per k."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
     for ax, y in zip(axes, ("fd", "w2", "paired_rms")):
         plot_lines(ax, rows, "iteration", y, "skipping_step", logy=True)
+        ax.set_title(TITLES[y], fontsize=9)
     fig.suptitle("4-step samples of the student along distillation, per skipping step k")
     fig.tight_layout()
     return fig
 
 
+def noise_floor(rows, y) -> dict:
+    """Mean, standard deviation, min, max and count of ``y`` over the ``data`` rows (independent data samples)."""
+    v = np.array([float(r[y]) for r in rows if r["method"] == "data"])
+    if not len(v):
+        return {}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "min": float(v.min()),
+            "max": float(v.max()), "n": len(v)}
+
+
+def floor_note(rows) -> str:
+    """A sentence for the page: the noise floor of fd and w2 as mean ± s.d. over the data draws."""
+    f = {y: noise_floor(rows, y) for y in ("fd", "w2")}
+    if not f["fd"]:
+        return ""
+    return (f"Noise floor ({f['fd']['n']} independent data samples of the same size, measured like the methods): "
+            + "; ".join(f"{y} {f[y]['mean']:.3g} ± {f[y]['sd']:.2g} (s.d.; range {f[y]['min']:.3g}–"
+                        f"{f[y]['max']:.3g})" for y in ("fd", "w2"))
+            + ". A method whose value lies in this band is as close to the target as the data themselves; "
+              "differences inside it are sampling noise.")
+
+
 def plot_table1(rows):
-    """Table 1 analog: fd and w2 against steps (1, 2, 4, 8), one line per method; dotted: the data floor."""
+    """Table 1 analog: fd and w2 against steps (1, 2, 4, 8), one line per method; grey band: the noise floor, mean
+    ± 1 s.d. over the ``data`` draws (dotted line: their mean)."""
     import matplotlib.pyplot as plt
-    floor = next((r for r in rows if r["method"] == "data"), None)
     runs = [r for r in rows if r["method"] != "data"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 3.8))
     for ax, y in zip(axes, ("fd", "w2")):
-        plot_lines(ax, runs, "steps", y, "method", logy=True, logx=True)
-        if floor:
-            ax.axhline(floor[y], color="k", lw=0.7, ls=":")
-    fig.suptitle("dotted: an independent data sample (the metrics' sampling-noise floor)")
-    fig.tight_layout()
+        plot_lines(ax, runs, "steps", y, "method", logy=True, logx=True, legend=False)
+        f = noise_floor(rows, y)
+        if f:
+            ax.axhspan(max(f["mean"] - f["sd"], f["min"]), f["mean"] + f["sd"], color="0.6", alpha=0.3, lw=0,
+                       label=f"noise floor (data vs target):\nmean ± s.d. of {f['n']} draws")
+            ax.axhline(f["mean"], color="k", lw=0.7, ls=":")
+        ax.set_title(f"{TITLES[y]} against steps", fontsize=9)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center right")
+    fig.suptitle("Table 1 analog: few-step samplers against the exact target (2-D mixture)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.83, 1))       # the right sixth holds the legend, off the lines
     return fig
 
 
@@ -390,8 +438,8 @@ def plot_guidance(rows):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     plot_lines(axes[0], rows, "omega", "fd", "steps", logy=True)
     plot_lines(axes[1], rows, "omega", "accuracy", "steps")
-    axes[0].set_title("FD to p(x | c), mean over classes")
-    axes[1].set_title("class accuracy (the CLIP-score analog)")
+    axes[0].set_title("Fréchet distance to p(x | c), mean over classes", fontsize=9)
+    axes[1].set_title("class accuracy (the CLIP-score analog)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -405,6 +453,9 @@ def plot_spacing(rows):
         plot_lines(ax, [r for r in rows if (r["method"], r["original_inference_steps"]) == (method, orig)],
                    "steps", "fd", "spacing", logy=True)
         ax.set_title(f"{method}, original_inference_steps={orig}", fontsize=8)
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")          # shared y: the first panel's label says it
+    fig.suptitle("Fréchet distance against steps, per spacing of the origin grid", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -422,7 +473,9 @@ def plot_timestep_scaling_samples(rows):
         ax.loglog(s, [r["max_abs_err"] for r in rs], "^", color=line.get_color(), ms=4, label=f"{n} {word}: max |δx|")
         ax.loglog(s, rs[-1]["mean_abs_err"] * (s[-1] / s) ** 2, "--", color=line.get_color(), lw=0.8)
     ax.axvline(10.0, color="grey", lw=0.5, ls=":")
-    ax.set(xlabel="timestep_scaling s (dotted: 10, the released value)", ylabel="|sample − ideal sample|")
+    ax.set(xlabel="timestep_scaling s (dotted: 10, the released value)",
+           ylabel="|sample − ideal sample| (data units)")
+    ax.set_title("error the boundary condition leaves in LCM's samples; dashed: ∝ 1/s²", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -144,6 +144,50 @@ def curves(cfg: LCMConfig) -> dict:
     return dict(t=t, alpha_bar=abar, snr=snr, c_skip=c_skip, c_out=c_out, one_minus_c_out=_one_minus_c_out(cfg, t))
 
 
+#: the configs and timestep_scaling values of ``schedule_curves_figure``
+CURVE_CONFIGS = ("SD/SDXL LCM (epsilon)", "linear betas", "squaredcos_cap_v2", "zero-SNR (rescale_betas_zero_snr)")
+CURVE_SCALINGS = (0.1, 1.0, 10.0, 100.0)
+
+
+def schedule_curves_figure(configs=CURVE_CONFIGS, scalings=CURVE_SCALINGS):
+    """ᾱ_t and SNR_t per config of ``COMMON_CONFIGS`` (top), c_skip(t) and 1 − c_out(t) per timestep_scaling
+    (bottom); dots mark the 4-step schedule's timesteps. Returns (figure, rows of ``behaviour_alpha_bar_snr.csv``,
+    rows of ``behaviour_c_skip_c_out.csv``)."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.8))
+    snr_rows, scaling_rows = [], []
+    for name in configs:
+        cfg = COMMON_CONFIGS[name]
+        c, ts = curves(cfg), ref.timesteps(cfg, 4)
+        line, = axes[0, 0].plot(c["t"], c["alpha_bar"], label=name)
+        axes[0, 0].plot(ts, c["alpha_bar"][ts], "o", color=line.get_color())
+        axes[0, 1].semilogy(c["t"], c["snr"], color=line.get_color())
+        axes[0, 1].semilogy(ts, c["snr"][ts], "o", color=line.get_color())
+        snr_rows += [{"config": name, "t": int(t), "alpha_bar": float(c["alpha_bar"][t]), "snr": float(c["snr"][t])}
+                     for t in c["t"]]
+    ts = ref.timesteps(LCMConfig(), 4)
+    for s in scalings:
+        c = curves(LCMConfig(timestep_scaling=s))
+        line, = axes[1, 0].loglog(c["t"][1:], c["c_skip"][1:], label=f"timestep_scaling = {s:g}")
+        axes[1, 1].loglog(c["t"][1:], c["one_minus_c_out"][1:], color=line.get_color())
+        axes[1, 0].loglog(ts, c["c_skip"][ts], "o", color=line.get_color())
+        axes[1, 1].loglog(ts, c["one_minus_c_out"][ts], "o", color=line.get_color())
+        scaling_rows += [{"timestep_scaling": s, "t": int(t), "c_skip": float(c["c_skip"][t]),
+                          "one_minus_c_out": float(c["one_minus_c_out"][t])} for t in c["t"]]
+    text = (("ᾱ_t: the share of signal kept at timestep t", "ᾱ_t (signal variance, 0 to 1)"),
+            ("signal-to-noise ratio SNR_t = ᾱ/(1 − ᾱ)", "SNR_t (log)"),
+            ("c_skip(t): weight of the input sample (ideal 0)", "c_skip (log)"),
+            ("1 − c_out(t): shortfall of the model's weight (ideal 0)", "1 − c_out (log)"))
+    for ax, (title, ylabel) in zip(axes.flat, text):
+        ax.set_title(title, fontsize=9)
+        ax.set(xlabel="timestep t", ylabel=ylabel)
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle("Schedules of common configs; dots: the timesteps of a 4-step schedule", fontsize=10)
+    fig.tight_layout()
+    return fig, snr_rows, scaling_rows
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Running diffusers live
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,11 +202,13 @@ def diffusers_scheduler(cfg: LCMConfig, **overrides):
 
 class Run(NamedTuple):
     """A sampling loop run through diffusers: the timesteps, and per call the (prev_sample, denoised) tensors, or the
-    exception that stopped it (``error``)."""
+    exception that stopped it (``error``); ``inputs`` per completed call (timestep passed, sample, model output, the
+    noise z the step drew or would have drawn), so that ``compare_with_reference`` can replay each step."""
     timesteps: list
     outputs: list
     error: Exception | None
     warnings: list
+    inputs: tuple = ()
 
 
 @contextlib.contextmanager
@@ -199,6 +245,7 @@ def run_diffusers(scheduler, set_timesteps: dict, *, calls=None, timesteps_to_pa
     Inputs are fixed by ``seed``: x_T and one model output per call from a CPU ``torch.Generator``; the scheduler's
     noise comes from a second generator seeded ``seed + 1``. Two runs with equal seeds see identical inputs."""
     import torch
+    from ..oracle.noise import step_noise
     dt = getattr(torch, dtype)
     with warnings.catch_warnings(record=True) as caught, captured_diffusers_log() as logged:
         warnings.simplefilter("always")
@@ -208,18 +255,62 @@ def run_diffusers(scheduler, set_timesteps: dict, *, calls=None, timesteps_to_pa
     g_in = torch.Generator().manual_seed(seed)
     g_noise = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(shape, generator=g_in, dtype=torch.float64).to(dt)
-    outputs, error = [], None
+    outputs, inputs, error = [], [], None
     for i in range(n_calls):
         t = timesteps_to_pass[i] if timesteps_to_pass is not None else sched[min(i, len(sched) - 1)]
         m = torch.randn(shape, generator=g_in, dtype=torch.float64).to(dt)
         try:
-            out = scheduler.step(m, t, x, generator=g_noise)
+            with step_noise(m, g_noise) as tap:
+                out = scheduler.step(m, t, x, generator=g_noise)
         except Exception as e:          # the demo reports what diffusers raised
             error = e
             break
         outputs.append((out.prev_sample, out.denoised))
+        inputs.append((int(t), x, m, tap.z))
         x = out.prev_sample
-    return Run([int(t) for t in sched], outputs, error, logged + [str(w.message) for w in caught])
+    return Run([int(t) for t in sched], outputs, error, logged + [str(w.message) for w in caught], inputs)
+
+
+def compare_with_reference(cfg: LCMConfig, run: Run, num_inference_steps=None) -> str:
+    """Replay every step of ``run`` (diffusers, float32) through ``ref.step`` on the very same inputs (sample, model
+    output, noise, step index; ``num_inference_steps`` as the scheduler had it, default the schedule's length) and
+    say whether the outputs agree: the same non-finite elements (exact: a NaN or ±inf is a yes/no per element), and
+    every finite element within the oracle's float32 budget (``oracle.budget.step_bound``: the largest |float32 −
+    exact| diffusers' arithmetic and float32 tables admit, the reference's own error included). Returns a sentence
+    that starts "agrees" or "differs"."""
+    from ..numerics import to_f64
+    from ..oracle.budget import step_bound
+    n = len(run.timesteps) if num_inference_steps is None else num_inference_steps
+    worst, nonfinite, total = 0.0, 0, 0
+    for i, ((t, x, m, z), outs) in enumerate(zip(run.inputs, run.outputs)):
+        x, m, z = to_f64(x), to_f64(m), to_f64(z)
+        with np.errstate(all="ignore"):
+            want = ref.step(cfg, m, t, x, schedule=run.timesteps, noise=z, step_index=i, num_inference_steps=n)
+            bounds = step_bound(cfg, m, t, x, z, schedule=run.timesteps, step_index=i, num_inference_steps=n)
+        for what, got, w, b in zip(("prev_sample", "denoised"), outs, (want.prev_sample, want.denoised),
+                                   (bounds[1], bounds[0])):    # step_bound gives (denoised, prev)
+            got = to_f64(got)
+            fin = np.isfinite(w)
+            if not np.array_equal(fin, np.isfinite(got)) or not np.array_equal(got[~fin], w[~fin], equal_nan=True):
+                return (f"differs from diffusers at call {i + 1} (t={t}): {what} has non-finite elements at other "
+                        f"places or of other values ({int((~np.isfinite(got)).sum())} in diffusers, "
+                        f"{int((~fin).sum())} in the reference)")
+            with np.errstate(all="ignore"):
+                ratio = np.where(fin, np.abs(got - w) / np.where(b > 0, b, np.inf), 0.0)
+            if fin.any() and not np.all(np.abs(got - w)[fin] <= b[fin]):
+                return (f"differs from diffusers at call {i + 1} (t={t}): {what} is {float(ratio.max()):.3g}× the "
+                        "float32 budget away")
+            worst = max(worst, float(ratio.max()) if ratio.size else 0.0)
+            nonfinite, total = nonfinite + int((~fin).sum()), total + fin.size
+    finite = (f"the finite ones within the float32 budget (worst {worst:.2g} of it)" if nonfinite < total else
+              "no finite one to compare")
+    return (f"agrees with diffusers on all {len(run.outputs)} calls: the same non-finite elements ({nonfinite} of "
+            f"{total}), {finite}")
+
+
+def same_as_diffusers(ours, theirs) -> str:
+    """Integers (timesteps, counts) compared exactly: "equal to diffusers'" or "differs from diffusers' (…)"."""
+    return "equal to diffusers'" if list(ours) == list(theirs) else f"differs from diffusers' ({list(theirs)})"
 
 
 def bit_identical(a: Run, b: Run) -> bool:
@@ -340,8 +431,11 @@ def quirk_1(seed=0) -> Quirk:
     sched = ref.set_timesteps(cfg, timesteps=call["timesteps"], strength=0.5)
     strict = ref.set_timesteps(cfg, timesteps=call["timesteps"], strength=0.5, profile="strict")
     r = (f"ref.set_timesteps returns Schedule(timesteps={sched.timesteps.tolist()}, "
-         f"num_inference_steps={sched.num_inference_steps}): the same quirk when that num_inference_steps is passed "
-         "to step.")
+         f"num_inference_steps={sched.num_inference_steps}) ("
+         + same_as_diffusers([*sched.timesteps.tolist(), sched.num_inference_steps],
+                             [*run.timesteps, s.num_inference_steps])
+         + "); replayed on diffusers' inputs with that num_inference_steps, ref.step "
+         + compare_with_reference(cfg, run, num_inference_steps=sched.num_inference_steps) + ".")
     x, m, _ = _demo_inputs(seed)
     last = ref.step(cfg, m, int(strict.timesteps[-1]), x, schedule=strict.timesteps, profile="strict")
     st = (f"Schedule(timesteps={strict.timesteps.tolist()}, num_inference_steps={strict.num_inference_steps}): the "
@@ -368,9 +462,11 @@ def quirk_2(seed=0) -> Quirk:
          f"{_max_abs(run.outputs[-1][1]):.3g}. timesteps=[999.7, 500.2, 259.9] is truncated to "
          f"{[int(t) for t in s2.timesteps]} without a word about it (the {len(logged)} logged warnings are about the "
          "first timestep and off-grid values).")
+    ours = ref.timesteps(cfg, timesteps=[999, 499, -1]).tolist()
     r = (f"ref.boundary_scalings(cfg, -1) = ({ref.boundary_scalings(cfg, -1)[0]:.3g}, "
-         f"{ref.boundary_scalings(cfg, -1)[1]:.6g}); ref.timesteps accepts the same schedule: "
-         f"{ref.timesteps(cfg, timesteps=[999, 499, -1]).tolist()}")
+         f"{ref.boundary_scalings(cfg, -1)[1]:.6g}); ref.timesteps accepts the schedule: {ours} "
+         f"({same_as_diffusers(ours, run.timesteps)}); replayed on diffusers' inputs, ref.step "
+         + compare_with_reference(cfg, run) + ".")
     st = (_strict_says(lambda: ref.timesteps(cfg, timesteps=[999, 499, -1], profile="strict")) + "; floats: "
           + _strict_says(lambda: ref.timesteps(cfg, timesteps=[999.7, 500.2, 259.9], profile="strict")).split(";")[0])
     return Quirk(2, "negative custom timesteps wrap around; float ones are truncated", d, r, st)
@@ -386,11 +482,10 @@ def quirk_3(seed=0) -> Quirk:
     d = (f"ᾱ[999] = {float(s.alphas_cumprod[-1])!r}; the first step (t=999) gives a denoised with "
          f"{int((~torch.isfinite(den)).sum())} of {den.numel()} elements non-finite, and every later step inherits "
          f"them ({int((~torch.isfinite(run.outputs[-1][0])).sum())} non-finite at the end).")
-    x, m, z = _demo_inputs(seed)
+    x, m, z = (v.double().numpy() for v in run.inputs[0][1:])
     sched = ref.timesteps(cfg, 4)
-    out = ref.step(cfg, m, 999, x, schedule=sched, noise=z)
-    r = (f"ref.alphas_cumprod(cfg)[999] = {float(ref.alphas_cumprod(cfg)[-1])!r}; ref.step at t=999 gives "
-         f"{int((~np.isfinite(out.denoised)).sum())} of {out.denoised.size} non-finite, as diffusers.")
+    r = (f"ref.alphas_cumprod(cfg)[999] = {float(ref.alphas_cumprod(cfg)[-1])!r}; replayed on diffusers' inputs, "
+         f"ref.step {compare_with_reference(cfg, run)}.")
     st = _strict_says(lambda: ref.step(cfg, m, 999, x, schedule=sched, noise=z, profile="strict"))
     return Quirk(3, "zero-SNR config with epsilon prediction divides by zero at t = T−1", d, r, st)
 
@@ -401,7 +496,8 @@ def quirk_4(seed=0) -> Quirk:
     run = run_diffusers(diffusers_scheduler(cfg), {"num_inference_steps": 4, "strength": 1.5}, seed=seed)
     d = (f"set_timesteps(4, strength=1.5) gives {run.timesteps} (≥ T = 1000); step raises "
          f"{type(run.error).__name__}: {run.error}")
-    r = f"ref.timesteps(cfg, 4, strength=1.5) = {ref.timesteps(cfg, 4, strength=1.5).tolist()} (same)"
+    ours = ref.timesteps(cfg, 4, strength=1.5).tolist()
+    r = f"ref.timesteps(cfg, 4, strength=1.5) = {ours} ({same_as_diffusers(ours, run.timesteps)})"
     st = _strict_says(lambda: ref.timesteps(cfg, 4, strength=1.5, profile="strict"))
     return Quirk(4, "strength is not range-checked", d, r, st)
 
@@ -414,11 +510,12 @@ def quirk_5(seed=0) -> Quirk:
     (p1, d1), (p2, d2) = run.outputs[1], run.outputs[2]
     d = (f"schedule {run.timesteps}; call 2 (the last) returns denoised (prev == denoised: {bool((p1 == d1).all())}); "
          f"a 3rd call with t=499 is accepted and re-noises (max |prev − denoised| = {_max_abs(p2 - d2):.3g}).")
-    x, m, z = _demo_inputs(seed)
+    x, m, z = (v.double().numpy() for v in run.inputs[2][1:])
     sched = ref.timesteps(cfg, 2)
     out = ref.step(cfg, m, 499, x, schedule=sched, noise=z, step_index=2)
-    r = (f"ref.step(..., step_index=2) re-noises too (prev == denoised: "
-         f"{bool(np.array_equal(out.prev_sample, out.denoised))}).")
+    r = (f"ref.step(..., step_index=2) on diffusers' 3rd-call inputs: prev == denoised: "
+         f"{bool(np.array_equal(out.prev_sample, out.denoised))}; replayed on diffusers' inputs, ref.step "
+         f"{compare_with_reference(cfg, run)}.")
     st = _strict_says(lambda: ref.step(cfg, m, 499, x, schedule=sched, noise=z, step_index=2, profile="strict"))
     return Quirk(5, "step past the end re-noises at the last level", d, r, st)
 
@@ -433,7 +530,9 @@ def quirk_6(seed=0) -> Quirk:
     old = [t - cfg.num_train_timesteps // 4 for t in ts]
     d = (f"schedule {ts}, previous_timestep → {live}; the pre-0.32 formula "
          f"t − T//n gives {old}. step() never calls previous_timestep, so no output changed.")
-    r = f"ref.previous_timestep → {[ref.previous_timestep(ts, t) for t in ts]}"
+    ours = [ref.previous_timestep(ts, t) for t in ts]
+    r = (f"ref.previous_timestep → {ours} "
+         f"({same_as_diffusers(ours, live) if live is not None else 'this diffusers has no previous_timestep'})")
     return Quirk(6, "previous_timestep was wrong before 0.32 (unused by step)", d, r,
                  "same as the default profile (nothing to refuse: step does not use it)")
 
@@ -547,3 +646,20 @@ def selection_table(cfg: LCMConfig | None = None, steps=range(1, 9)) -> list[dic
                      "ComfyUI lcm + sgm_uniform": comfyui_sgm_uniform_timesteps(cfg, n),
                      "A1111 LCM (= ComfyUI lcm + normal)": a1111_timesteps(cfg, n)})
     return rows
+
+
+def plot_selection(rows, ns=(4, 8)):
+    """One panel per step count n in ``ns``: the timesteps each implementation of ``selection_table`` picks, one
+    row of dots per implementation (TCD's intermediate s left out)."""
+    import matplotlib.pyplot as plt
+    cols = [c for c in rows[0] if c != "n" and not c.startswith("TCD s")]
+    fig, axes = plt.subplots(1, len(ns), figsize=(11, 3.4), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], ns):
+        row = next(r for r in rows if r["n"] == n)
+        for i, c in enumerate(cols):
+            ax.plot(row[c], [i] * len(row[c]), "o")
+        ax.set(xlabel="timestep t (0 = clean, 999 = pure noise)", xlim=(-10, 1010))
+        ax.set_title(f"{n} steps: where each implementation evaluates the model", fontsize=9)
+    axes[0][0].set_yticks(range(len(cols)), cols)
+    fig.tight_layout()
+    return fig

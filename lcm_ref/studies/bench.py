@@ -37,6 +37,7 @@ from .. import reference as ref
 from ..config import LCMConfig
 from ..numerics import write_atomic
 from ..torch_impl import TorchLCM
+from ..torch_impl.bounds import step_bounds, step_kind
 
 SHAPES = ((1, 4, 64, 64), (1, 4, 128, 128), (4, 4, 128, 128))
 PER_SAMPLE = ((4, 64, 64), (4, 16, 16))
@@ -348,7 +349,8 @@ def loop_rows(device, repeats, fast):
 
 def accuracy_rows(device="cpu", shape=(1, 4, 32, 32), steps=8):
     """Max scaled error (docs/design.md §8) of TorchLCM and of diffusers' LCMScheduler, float32, over a ``steps``-step
-    schedule on fixed N(0, 1) inputs, both given the same noise."""
+    schedule on fixed N(0, 1) inputs, both given the same noise; ``bound_*`` are TorchLCM's derived float32 bounds
+    for the config's kind of step (``torch_impl.bounds.step_bounds``)."""
     dfs = _diffusers()
     rows = []
     for name, cfg in ACCURACY_CONFIGS.items():
@@ -373,11 +375,11 @@ def accuracy_rows(device="cpu", shape=(1, 4, 32, 32), steps=8):
                 for k, (got, w, tm) in enumerate(((out.denoised, want.denoised, terms.denoised),
                                                   (out.prev_sample, want.prev_sample, terms.prev_sample))):
                     worst[who][k] = max(worst[who][k], float(ref.scaled_error(got, w, tm, "float32").max()))
+        bound = step_bounds(torch.float32, step_kind(cfg))
         rows.append(dict(config=name, ours_denoised=worst["ours"][0], ours_prev=worst["ours"][1],
                          diffusers_denoised=worst["diffusers"][0] if dfs else math.nan,
                          diffusers_prev=worst["diffusers"][1] if dfs else math.nan,
-                         bound_denoised=0.5 if cfg.clip_sample or cfg.thresholding else 1.5,
-                         bound_prev=0.5 if cfg.clip_sample or cfg.thresholding else 2.0))
+                         bound_denoised=bound[0], bound_prev=bound[1]))
     return rows
 
 
@@ -521,10 +523,12 @@ def plot(rows, title):
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.32 * len(rows) + 1.4), sharey=True)
     axes[0].barh(labels, [_num(r["speedup"]) for r in rows], color="tab:blue")
     axes[0].axvline(1.0, color="k", lw=0.6)
-    axes[0].set(xscale="log", title="speedup = diffusers / TorchLCM (> 1: TorchLCM faster)")
+    axes[0].set(xscale="log", title="speedup = diffusers / TorchLCM (> 1: TorchLCM faster)",
+                xlabel="speedup (diffusers' time / TorchLCM's time, log)")
     axes[1].barh(labels, [_num(r.get("ratio_to_limit")) for r in rows], color="tab:orange")
     axes[1].axvline(1.0, color="k", lw=0.6)
-    axes[1].set(xscale="log", title="ratio_to_limit = TorchLCM / limit (1: at the limit)")
+    axes[1].set(xscale="log", title="TorchLCM against its limit (1: at the limit)",
+                xlabel="TorchLCM's time / the limit's time (log)")
     axes[0].invert_yaxis()
     axes[0].tick_params(axis="y", labelsize=7)
     fig.suptitle(title)
@@ -572,4 +576,7 @@ def write_outputs(rows, accuracy, out_dir, device):
           "", markdown_table(annotate(rows)), "",
           "## Accuracy (max scaled error, docs/design.md §8, float32, 8-step schedule)", "", markdown_table(accuracy), ""]
     write_atomic(out / f"bench{suffix}.md", "\n".join(md))
+    if suffix:
+        from .evidence import record
+        record(out, [f"bench{suffix}.csv", f"bench{suffix}_accuracy.csv", f"bench{suffix}.md"])
     return [out / f"bench{suffix}.csv", out / f"bench{suffix}_accuracy.csv", out / f"bench{suffix}.md"]

@@ -643,6 +643,11 @@ EVALUATIONS = {
 
 _LABELS = {"lcm": "LCM (student)", "ddim": "DDIM (teacher)", "dpmsolver": "DPM-Solver (teacher)",
            "dpmsolver++": "DPM-Solver++ (teacher)", "teacher_ddim_50": "teacher, DDIM 50 steps"}
+#: axis labels in words (FD: the FID formula on the classifier's 64-d features, squared feature units)
+FD_TEST = "Fréchet distance to the test digits\n(classifier features, squared)"
+FD_TEACHER = "Fréchet distance to the teacher's\n50-step samples (features, squared)"
+CLASS_SCORE = "class score (classifier's probability\nof the requested class)"
+STEPS_LABEL = "sampling steps"
 
 
 def _band(ax, xs, ys, lo, hi, label, marker="o-"):
@@ -667,16 +672,20 @@ def figure_table1(rows, floor=None):
             ax.axhline(ceil[key], color="k", lw=0.8, ls="--", label=_LABELS["teacher_ddim_50"])
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(STEPS), [str(s) for s in STEPS])
-        ax.set_xlabel("steps")
+        ax.set_xlabel(STEPS_LABEL)
     if floor is not None:
         axes[0].axhline(floor, color="k", lw=0.8, ls=":", label="real vs real (floor)")
-    return _fd_and_score_axes(fig, axes, "class score (the CLIP-score analog)")
+    axes[0].set_title(f"FID analog against steps (ω = {OMEGA:g}; bands: 95 % intervals)", fontsize=9)
+    return _fd_and_score_axes(fig, axes, "class score against steps (the CLIP-score analog)")
 
 
 def _fd_and_score_axes(fig, axes, score_title):
     """Labels, titles and legend of a two-panel figure: FD to the test split (log) left, class score right."""
-    axes[0].set(ylabel="FD to the test split", yscale="log", title=f"FD (ω = {OMEGA:g})")
-    axes[1].set(ylabel="class score", title=score_title)
+    axes[0].set(ylabel=FD_TEST, yscale="log")
+    if not axes[0].get_title():
+        axes[0].set_title(f"Fréchet distance to the test digits (ω = {OMEGA:g})", fontsize=9)
+    axes[1].set(ylabel=CLASS_SCORE)
+    axes[1].set_title(score_title, fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -697,10 +706,12 @@ def figure_skipping_step(rows):
             for i, key in enumerate(("fd", "fd_teacher")):
                 _band(axes[i][j], xs, [r[key] for r in rs], [r[f"{key}_lo"] for r in rs],
                       [r[f"{key}_hi"] for r in rs], f"k = {k}", ".-")
-        axes[0][j].set(title=f"teacher solver: {solver}", yscale="log")
-        axes[1][j].set(xlabel="LCD iteration", yscale="log")
-    axes[0][0].set_ylabel(f"FD to the test split\n(4 steps, ω = {OMEGA:g})")
-    axes[1][0].set_ylabel(f"FD to the teacher's samples\n(4 steps, ω = {OMEGA:g})")
+        axes[0][j].set(xlabel="LCD iteration (distillation step)", yscale="log")
+        axes[0][j].set_title(f"{solver} teacher: FD to the test digits", fontsize=9)
+        axes[1][j].set(xlabel="LCD iteration (distillation step)", yscale="log")
+        axes[1][j].set_title(f"{solver} teacher: FD to its own samples", fontsize=9)
+    axes[0][0].set_ylabel(f"{FD_TEST}\n4-step samples, ω = {OMEGA:g}", fontsize=8)
+    axes[1][0].set_ylabel(f"{FD_TEACHER}\n4-step samples, ω = {OMEGA:g}", fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -723,8 +734,10 @@ def figure_guidance(rows):
         _band(axes[0], xs, [r["fd"] for r in rs], [r["fd_lo"] for r in rs], [r["fd_hi"] for r in rs], label, marker)
         _band(axes[1], xs, [r["class_score"] for r in rs], [r["cs_lo"] for r in rs], [r["cs_hi"] for r in rs],
               label, marker)
-    axes[0].set(xlabel="ω", ylabel="FD to the test split", title="FD")
-    axes[1].set(xlabel="ω", ylabel="class score", title="class score (the CLIP-score analog)")
+    axes[0].set(xlabel="guidance scale ω", ylabel=FD_TEST)
+    axes[0].set_title("Fréchet distance to the test digits against ω (bands: 95 % intervals)", fontsize=9)
+    axes[1].set(xlabel="guidance scale ω", ylabel=CLASS_SCORE)
+    axes[1].set_title("class score against ω (the CLIP-score analog)", fontsize=9)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -744,13 +757,15 @@ def figure_timestep_scaling(rows):
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xticks(list(STEPS), [str(s) for s in STEPS])
-        ax.set_xlabel("steps")
-    return _fd_and_score_axes(fig, axes, "class score")
+        ax.set_xlabel(STEPS_LABEL)
+    axes[0].set_title("Fréchet distance to the test digits, per timestep_scaling s", fontsize=9)
+    return _fd_and_score_axes(fig, axes, "class score, per timestep_scaling s")
 
 
 def figure_sample_grid(grids):
     """Methods in rows, step counts in columns; each cell the ten classes 0…9 (two rows of five) from the same
-    seed (x_T); a last row with the teacher's 50-step ceiling and real test digits."""
+    seed (x_T); a last row, "references", with the teacher's 50-step DDIM samples (the ceiling) and real digits of
+    the test split, each panel titled with what it holds."""
     import matplotlib.pyplot as plt
 
     def tile(img):                      # (10, 8, 8) → 2×5 mosaic with 1-pixel gaps
@@ -778,7 +793,10 @@ def figure_sample_grid(grids):
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(_LABELS.get(name, name), fontsize=8)
-    fig.suptitle(f"classes 0–9, ω = {OMEGA:g}, one seed for every cell", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("references", fontsize=8)
+    fig.suptitle(f"Samples of classes 0–9 (two rows of five per cell), ω = {OMEGA:g}, one seed for every cell\n"
+                 "last row, references: the teacher at 50 DDIM steps, and real digits of the test split", fontsize=9)
     fig.tight_layout()
     return fig
 
