@@ -30,12 +30,13 @@ SUBPOINT = re.compile(r"^- \*\*(?P<label>[A-Z]\d+) ")
 @dataclasses.dataclass(frozen=True)
 class Section:
     """A numbered part of the design document: ``number`` ("9.1", "8.B6"), ``title``, and its lines
-    ``[start, end)`` in the file (a sub-point's lines are those of the section that holds it)."""
+    ``[start, end)`` in the file; a sub-point's lines are those of the section that holds it, ``within``."""
 
     number: str
     title: str
     start: int
     end: int
+    within: str | None = None
 
     @property
     def anchor(self) -> str:
@@ -49,8 +50,9 @@ def anchor(number: str) -> str:
 
 
 def path() -> Path:
-    """The design document: ``lcm_ref/design.md`` (in a checkout, a link to ``docs/design.md``)."""
-    return Path(__file__).resolve().with_name("design.md")
+    """The design document: ``lcm_ref/design.md`` of an install (in a checkout, ``docs/design.md``, which
+    ``lcm_ref/design.md`` links to)."""
+    return Path(__file__).resolve().with_name("design.md").resolve()
 
 
 def sections(text: str | None = None) -> dict[str, Section]:
@@ -69,7 +71,8 @@ def sections(text: str | None = None) -> dict[str, Section]:
             if (m := SUBPOINT.match(lines[i])):
                 holder = max((s for s in found.values() if s.start <= i < s.end), key=lambda s: s.start)
                 title = lines[i][len(m[0]):].split("**", 1)[0].strip().rstrip(".")
-                found[f"{number}.{m['label']}"] = Section(f"{number}.{m['label']}", title, holder.start, holder.end)
+                found[f"{number}.{m['label']}"] = Section(f"{number}.{m['label']}", title, holder.start, holder.end,
+                                                          holder.number)
     return found
 
 
