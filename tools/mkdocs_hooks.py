@@ -1,5 +1,6 @@
 """mkdocs hooks of the documentation site (mkdocs.yml ``hooks:``).
 
+- The repository's README becomes the page ``readme.md`` (not copied into ``docs/``).
 - The executed report pages: ``reports/*.md`` and ``reports/figures/*.png``, as ``make report`` wrote them into the
   repository's ``reports/``, become the site's ``reports/`` section at build time (they are not copied into
   ``docs/``). A link of theirs that leaves the site (``../notebooks/x.ipynb``) becomes its plain text, so the pages
@@ -49,7 +50,8 @@ def on_config(config):
 
 
 def on_files(files, config):
-    """Add the report pages and their figures, from the repository's ``reports/``."""
+    """Add the repository's README (as ``readme.md``), the report pages and their figures (from ``reports/``)."""
+    files.append(File.generated(config, "readme.md", abs_src_path=str(ROOT / "README.md")))
     sources = [REPORTS / "README.md", *(ROOT / p for p in report_pages()), *sorted(REPORTS.glob("figures/*.png"))]
     for src in sources:
         files.append(File.generated(config, src.relative_to(ROOT).as_posix(), abs_src_path=str(src)))
