@@ -58,7 +58,7 @@ def on_files(files, config):
     return files
 
 
-def _outside_links_as_text(markdown: str, page, files) -> str:
+def outside_links_as_text(markdown: str, page, files) -> str:
     """``[text](target)`` -> ``text`` where a relative target is no file of the site (``../notebooks/x.ipynb``)."""
     here = posixpath.dirname(page.file.src_uri)
 
@@ -77,7 +77,7 @@ def _outside_links_as_text(markdown: str, page, files) -> str:
     return LINK.sub(keep_or_text, markdown)
 
 
-def _design_anchors(markdown: str) -> str:
+def design_anchors(markdown: str) -> str:
     """``## §9.1 Title`` -> ``## §9.1 Title {#s9.1}``; ``- **B6 ...`` in §8 -> an anchor ``s8.B6`` before it."""
     out, major = [], None
     for line in markdown.splitlines():
@@ -94,7 +94,7 @@ SUBSCRIPT = re.compile(r"(?<=[\w)\]])\[")
 CODE_SPAN = re.compile(r"(`+).*?\1")
 
 
-def _escape_subscripts(markdown: str) -> str:
+def escape_subscripts(markdown: str) -> str:
     """``a[i][:n]`` -> ``a\\[i]\\[:n]`` outside code spans and fenced blocks (a link's ``[`` follows a space or
     punctuation, never a word, ``)`` or ``]``)."""
     out, fence = [], None
@@ -115,11 +115,11 @@ def _escape_subscripts(markdown: str) -> str:
 
 
 def on_page_markdown(markdown, page, config, files):
-    markdown = _escape_subscripts(markdown)
+    markdown = escape_subscripts(markdown)
     if page.file.src_uri == "design.md":
-        return _design_anchors(markdown)
+        return design_anchors(markdown)
     if page.file.src_uri.startswith("reports/"):
-        return _outside_links_as_text(markdown, page, files)
+        return outside_links_as_text(markdown, page, files)
     return markdown
 
 
