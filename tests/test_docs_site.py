@@ -50,18 +50,28 @@ def test_subscripts_are_escaped_outside_code():
                    "```\n")
 
 
+def list_glued_to_paragraph(doc: str) -> bool:
+    """A list item right under a paragraph line, with no blank line between: Markdown reads it as the
+    paragraph's text ("... - a - b")."""
+    lines, item = doc.splitlines(), re.compile(r"^\s*[-*] ")
+    indent = lambda line: len(line) - len(line.lstrip())      # noqa: E731
+    return any(item.match(b) and a.strip() and not item.match(a) and indent(a) <= indent(b)
+               for a, b in zip(lines, lines[1:]))
+
+
 def test_docstrings_are_markdown():
     """mkdocstrings renders the docstrings as Markdown (mkdocs.yml): no reST-only table rules or `::` literal
-    markers, which would show raw on the API pages."""
+    markers, which would show raw on the API pages, and no list glued to the paragraph above it."""
     bad = []
     for path in ROOT.glob("lcm_ref/**/*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node) or ""
-                if re.search(r"^\s*={3,}(\s+={3,})+\s*$|::$", doc, re.M):
+                if re.search(r"^\s*={3,}(\s+={3,})+\s*$|::$", doc, re.M) or list_glued_to_paragraph(doc):
                     bad.append(f"{path.relative_to(ROOT)}:{getattr(node, 'name', '<module>')}")
     assert not bad
+    assert list_glued_to_paragraph("Two cases:\n- a\n- b") and not list_glued_to_paragraph("Two cases:\n\n- a\n  b\n- c")
 
 
 # ---------------------------------------------------------------------------------------------------- the site

@@ -448,6 +448,7 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
     Every FD claim is decided in both feature spaces of ``SPACES`` (the classifier's features and the pixels) and
     counts as reproduced only when both agree (``combine``); δ_space = the real-vs-real FD floor of that space at
     the evaluated sample size (differences smaller than two real samples' own FD are not told apart).
+
     - "LCM better at 1 (2) steps": Δ = FD(LCM) − FD(best teacher solver at that step count, per space) with a
       paired bootstrap interval (same real resample in both terms): reproduced if the interval is below 0, not
       reproduced if above 0.
