@@ -164,6 +164,8 @@ class Browser:
             m = re.search(r"DevTools listening on (ws://\S+)", line)
             url = m and m[1]
         assert url, f"Chromium did not start (exit {self.proc.poll()})"
+        # keep reading its log, so that a full pipe never blocks it
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
         port = urlsplit(url).port
         deadline = time.monotonic() + 30
         while True:
