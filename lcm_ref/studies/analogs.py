@@ -1,4 +1,4 @@
-"""The paper's figures as analogs on the analytic testbed (issue 5). One function per CSV under ``reports/data/``.
+"""The paper's figures as analogs on the analytic testbed. One function per CSV under ``reports/data/``.
 
 Every function takes ``out_dir`` (where the CSV goes; written to a temporary file, then renamed) and ``fast``
 (seconds, for tests and CI; the default full mode is what ``make report`` shows), returns its rows as a list of
