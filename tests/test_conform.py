@@ -588,3 +588,68 @@ def test_cli_help_speaks_to_users(capsys):
                    "inconclusive", "INCOMPLETE (exit 3", "--min-judged", "--allow-incomplete"):
         assert phrase in text
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the report says (issue 16: messages a reader understands)
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_each_error_is_shown_beside_its_budget():
+    """Protects "max scaled error beside a pass without saying it is within the budget": a passing float concern
+    reports its value nearest the budget as scaled error, budget and unit, shown in the table and the detail as
+    "(budget B, within)"; scaled error / budget is max_ratio (both are |got − want| over the same eps·Σ|terms|, so
+    the quotient is the ratio up to the rounding of three float64 divisions: ≤ 4 ulp relative, 8 ulp allowed)."""
+    report = conform(diffusers.LCMScheduler, examples=2, concerns=["denoised", "timesteps"], min_judged=1)
+    c = report["denoised"]
+    e = c.max_error
+    assert c.verdict == "pass" and e["unit"] == "eps(float32)" and 0 < e["scaled_error"] <= e["budget"]
+    assert abs(e["scaled_error"] / e["budget"] - c.max_ratio) <= 8 * 2.0 ** -53 * c.max_ratio
+    shown = f"{e['scaled_error']:.3g} eps(float32) (budget {e['budget']:.3g}, within)"
+    text = str(report)
+    assert f"| {shown} |" in text and f"largest error {shown}" in c.detail
+    assert report["timesteps"].max_error is None and "| timesteps | pass |" in text     # integers: no budget
+    json.loads(report.to_json())["concerns"][0]["max_error"]                              # in the JSON too
+
+
+def test_a_fails_error_is_shown_over_its_budget():
+    """Protects the fail side of the same column: a failing concern shows its worst value's scaled error and budget
+    marked OVER (not the largest ratio of the values that passed)."""
+    c = conform(mutants.NoCSkip, concerns=["denoised"], examples=FEW, min_judged=0, shrink=False)
+    text, w = str(c), c["denoised"].worst
+    assert c["denoised"].verdict == "fail" and w["scaled_error"] > w["budget"]
+    assert f"{w['scaled_error']:.3g} eps(float32) (budget {w['budget']:.3g}, OVER)" in text
+
+
+def test_counts_add_up_and_the_legend_says_why_they_differ_from_the_request():
+    """Protects "the top-level examples differs from the per-concern examples without explanation": each concern's
+    examples = canonical + drawn, drawn ≤ the examples asked of hypothesis (a case drawn twice runs once), and the
+    text and markdown reports say so beside the table."""
+    report = conform(diffusers.LCMScheduler, examples=3, concerns=["timesteps", "denoised", "config"], min_judged=1)
+    for c in report.concerns:
+        assert c.examples == c.canonical + c.drawn and 0 <= c.drawn <= report.examples[c.concern], c
+        assert f"| {c.judged}/{c.examples} | {c.canonical} + {c.drawn} |" in str(report)
+    assert report["timesteps"].canonical > 3            # why 40 ≠ 46: canonical cases run besides the draws
+    for text in (str(report), report.to_markdown()):
+        assert "canonical cases + distinct drawn cases (hypothesis was asked for 3 per concern" in text
+
+
+def test_smallest_failing_case_is_described_by_its_config_not_an_index():
+    """Protects "smallest failing case: example 14 means nothing": the failing case is named by its config, schedule
+    request, sample shape and dtype (and the canonical case's name where it is one), never "example N"."""
+    import re
+    from lcm_ref.oracle.cases import canonical_for
+    from lcm_ref.oracle.example import Example, Run
+    res = conform(mutants.NoCSkip, concerns=["denoised"], examples=FEW, min_judged=0, shrink=False)["denoised"]
+    line = res.detail.splitlines()[-1]
+    assert not re.search(r"example \d", line), line
+    case = res.case
+    assert "smallest failing case: " in line and "LCMConfig(" in line and "set_timesteps(" in line
+    assert f"samples {tuple(case['sample']['shape'])} {case['sample']['dtype']}" in line
+    # a drawn case (labelled "example 14" while it runs) and a canonical one, described directly
+    label, case = canonical_for("denoised", torch.float32)[1]
+    run = Run(diffusers.LCMScheduler, "denoised", dtype=torch.float32, device="cpu", tables="float32",
+              profile="diffusers", timeout_s=None, impl="diffusers:LCMScheduler")
+    drawn = Example(run, case, "example 14").description
+    assert drawn == ("LCMConfig(prediction_type='v_prediction', timestep_scaling=0.1), "
+                     "set_timesteps(num_inference_steps=4), samples (1, 4, 4, 4) float32"), drawn
+    assert Example(run, case, label).description == f'the canonical case "{label.split(": ", 1)[1]}", {drawn}'

@@ -104,7 +104,17 @@ def test_matrix_csv_round_trip(folder):
     assert len(rows) == 5 and rows[0]["seconds"] == 12.5
     assert {r[c] for r in rows for c in C.CONCERNS} <= set(C.VERDICTS)
     table = C.verdict_table(rows)
-    assert table[1]["timesteps"] == "**FAIL**" and table[3]["denoised"] == "n/a"
+    assert table[1]["timesteps"] == "FAIL" and table[3]["denoised"] == "n/a"
+    assert C.verdict_table(rows, markdown=True)[1]["timesteps"] == "**FAIL**"
+
+
+def test_matrix_csv_of_the_page_holds_plain_values(folder, tmp_path):
+    """Protects issue 16's "CSVs hold plain values": conformance_matrix.csv (what the page writes from
+    ``verdict_table``) has no markdown in any cell; the bold is the page's alone."""
+    from lcm_ref.numerics import write_csv
+    path = write_csv(C.verdict_table(C.load_matrix(folder)), tmp_path / "conformance_matrix.csv")
+    cells = [v for row in csv.reader(path.open()) for v in row]
+    assert "FAIL" in cells and not [v for v in cells if any(m in v for m in ("**", "`", "]("))]
 
 
 def test_deviations_are_grouped_and_explained(folder):
@@ -121,6 +131,44 @@ def test_deviations_are_grouped_and_explained(folder):
     text = C.deviations_markdown(list(devs.values()))
     assert "not a known deviation" in text and "LCMScheduler@0.22.0 (float16)" in text
     assert C.deviation_rows(list(devs.values()))[0]["key"]
+
+
+def test_page_without_reports_says_how_to_make_them_and_claims_nothing(tmp_path):
+    """Protects the conformance page from a wheel (issue 16): with no reports it says so, gives the `lcm-ref
+    conform` commands that make them (valid arguments, file names the page reads) with `make conformance` only as
+    the checkout's way, and states no verdict ("No concern fails ..." is a claim about runs that exist)."""
+    import argparse
+    import shlex
+
+    from lcm_ref.cli import conform as conform_cli
+    assert C.report_folder(tmp_path) in (None, C.default_out())
+    text = C.intro_markdown(None, [], {}) + "\n" + C.deviations_markdown([], runs=0)
+    assert "No concern fails" not in text and "no verdict" in text
+    assert text.index("lcm-ref conform") < text.index("make conformance") and "In a checkout" in text
+    commands = [shlex.split(line) for line in text.splitlines() if line.startswith("lcm-ref conform ")]
+    assert len(commands) == len(C.DTYPES)
+    for argv in commands:
+        p = argparse.ArgumentParser()
+        conform_cli.configure_parser(p)
+        args = p.parse_args(argv[2:])
+        assert C.FILE_PATTERN.match(Path(args.json).name) and Path(args.json).parent == Path(
+            "reports/data/conformance") and args.json.endswith(f"_{args.dtype}.json")
+
+
+def test_page_reads_reports_written_by_lcm_ref_conform_alone(folder, tmp_path):
+    """Protects the way from `lcm-ref conform --json` to the page: a folder with reports and neither matrix.csv nor
+    run.json is found, read as the matrix, and described as separate conform runs, not as one broken run."""
+    data = tmp_path / "data"
+    (data / "conformance").mkdir(parents=True)
+    for name in ("LCMScheduler-0.24.0_float32.json", "LCMScheduler-0.22.0_float16.json"):
+        (data / "conformance" / name).write_bytes((folder / name).read_bytes())
+    found = C.report_folder(data)
+    assert found == data / "conformance"
+    rows = C.load_matrix(found)
+    assert [r["row"] for r in rows] == ["LCMScheduler@0.22.0", "LCMScheduler@0.24.0"]
+    text = C.intro_markdown(found, rows, C.run_info(found))
+    assert "2 runs" in text and "separate `lcm-ref conform` runs" in text and "do not come from one run" not in text
+    assert C.deviations_markdown([], runs=2) == "No concern fails or is unsupported in any of the 2 runs."
 
 
 def test_page_helpers(folder, tmp_path):
@@ -286,7 +334,7 @@ def test_committed_files_come_from_one_run():
     rows, info = C.load_matrix(COMMITTED), C.run_info(COMMITTED)
     page = PAGE.read_text()
     for part, text in (("summary", C.summary_markdown(rows, info)),
-                       ("matrix", markdown_table(C.verdict_table(rows))),
+                       ("matrix", markdown_table(C.verdict_table(rows, markdown=True))),
                        ("short table", markdown_table(C.release_table(COMMITTED))),
                        ("timings and versions", markdown_table(C.timing_rows(rows, info)))):
         assert text.strip() in page, f"reports/conformance.md: its {part} is not the committed files' (make report)"

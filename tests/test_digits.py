@@ -233,6 +233,22 @@ def test_distillation_resumes_to_the_same_weights():
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_linear_lr_schedule_ends_at_zero_and_init_starts_from_the_given_student():
+    """Protects ``distill``'s ``lr_schedule="linear"`` (after the warm-up the rate falls linearly and the last step
+    is taken at lr·1/(iterations − warmup)) and ``init`` (iteration 0 is the given student, not a fresh copy of the
+    teacher): the recipe study's decayed fine-tune (docs/design.md §11.1) depends on both."""
+    teacher, train = _tiny_teacher(), data.load("train")
+    start = lcd.make_student(teacher, 8, "default", seed=5)
+    seen = []
+    st = lcd.distill(teacher, train, iterations=4, batch_size=2, progress=False, lr=1e-3, warmup=2,
+                     lr_schedule="linear", guidance_dim=8, init=start, eval_every=4,
+                     eval_fn=lambda s: seen.append({k: v.clone() for k, v in s.state_dict().items()}) or {})
+    # rates used at iterations 0..3: warm-up (1/2, 1), then (4 − 2)/2 = 1, (4 − 3)/2 = ½; after the last step 0
+    assert st.sched.get_last_lr() == [0.0]
+    assert all(torch.equal(seen[0][k], v) for k, v in start.state_dict().items())
+    assert not torch.equal(st.model.state_dict()["conv_in.weight"], start.state_dict()["conv_in.weight"])
+
+
 def test_eps_space_loss_is_finite_on_k1_grid_that_starts_at_t0():
     """Protects the ε-space loss at start = 0 (k = 1's grid includes it): there b[0] = 0 and f = x whatever ε, so the
     loss must not divide by it (it did: NaN on the first batch that drew t = 0)."""
@@ -295,6 +311,8 @@ def test_data_split_is_fixed_stratified_and_scaled():
      "omega_max"),
     (lambda: lcd.distill(_tiny_teacher(), data.load("train"), timestep_scaling=0.0, iterations=1),
      "timestep_scaling"),
+    (lambda: lcd.distill(_tiny_teacher(), data.load("train"), lr_schedule="cosine", iterations=1), "lr_schedule"),
+    (lambda: lcd.distill(_tiny_teacher(), data.load("train"), init=_tiny_teacher(), iterations=1), "init"),
     (lambda: tch.train_teacher(data.load("train"), iterations=1, p_uncond=1.5), "p_uncond"),
     (lambda: tch.train_teacher(data.load("train"), iterations=-1), "iterations"),
     (lambda: sampling.lcm_sample(None, torch.arange(2), 8.0, 0), "steps"),

@@ -140,16 +140,21 @@ def test_bad_arguments_are_named():
 
 def test_cli_check(capsys):
     """`lcm-ref check` prints the report and exits 0 on PASS; a mismatch exits 1 with a FAIL line; too few judged
-    examples exit 3 (0 with --allow-incomplete); an unknown impl exits 2."""
+    examples exit 3 (0 with --allow-incomplete); an unknown impl exits 2. The last line is the verdict."""
     args = ["check", "diffusers:LCMScheduler", "--examples", "3", "--dtype", "float64", "--concerns",
             "strength,denoised"]
     assert cli.main(args + ["--min-judged", "1"]) == 0
     out = capsys.readouterr().out
     assert "| denoised | pass |" in out and out.rstrip().splitlines()[-1].startswith("PASS")
-    assert cli.main(args) == 3 and cli.main(args + ["--allow-incomplete"]) == 0
+    assert cli.main(args) == 3
+    assert capsys.readouterr().out.rstrip().splitlines()[-1].startswith("INCOMPLETE")
+    assert cli.main(args + ["--allow-incomplete"]) == 0
     capsys.readouterr()
     assert cli.main(["check", "lcm_ref.oracle.mutants:NoCOut", "--examples", "5", "--no-shrink"]) == 1
-    assert "FAIL tables" in capsys.readouterr().out          # the first failing concern, in CONCERNS order
+    out = capsys.readouterr().out
+    assert "FAIL tables" in out          # the first failing concern, in CONCERNS order
+    # issue 16: the output ends with the verdict line, whatever the verdict
+    assert out.rstrip().splitlines()[-1].startswith("FAIL: tables (") and "examples fail)" in out
     assert cli.main(["check", "no_such_module:X"]) == 2
     assert "impl='no_such_module:X'" in capsys.readouterr().out
 

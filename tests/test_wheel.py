@@ -2,6 +2,7 @@
 its own, and run the commands a user runs from a directory outside the checkout. Catches data files missing from
 the wheel (notebooks, vectors, schemas), paths into the checkout, and commands that write into site-packages."""
 
+import hashlib
 import os
 import re
 import subprocess
@@ -39,6 +40,12 @@ def run(installed, *argv, timeout=600):
                           text=True, timeout=timeout)
 
 
+def _tree(folder):
+    """{path: SHA-256 of the bytes} of everything under ``folder`` (folders map to None): a rewrite shows too."""
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            for p in folder.rglob("*")}
+
+
 def test_wheel_carries_every_package_and_data_file(installed):
     """Every package of the source tree, the notebooks, the golden vectors, the JSON schemas and the C++ worked
     example are in the wheel."""
@@ -54,10 +61,10 @@ def test_wheel_carries_every_package_and_data_file(installed):
 
 
 def test_commands_run_from_the_wheel_outside_the_checkout(installed):
-    """timesteps, check and vectors check run from the installed wheel (not the checkout) in a foreign directory,
-    and write nothing into the installed package."""
+    """timesteps, check, conform, vectors check and paper train run from the installed wheel (not the checkout) in
+    a foreign directory, and write nothing into the installed package."""
     site, work, _ = installed
-    before = sorted(p.relative_to(site) for p in (site / "lcm_ref").rglob("*"))
+    before = _tree(site / "lcm_ref")
     where = run(installed, "timesteps", "--steps", "4", "--csv")
     assert where.returncode == 0, where.stderr
     assert where.stdout.splitlines()[1].startswith("0,999"), where.stdout
@@ -78,18 +85,29 @@ def test_commands_run_from_the_wheel_outside_the_checkout(installed):
     assert r.returncode == 1 and "AttributeError" in r.stdout and "crashing_port.py:" in r.stdout, r.stdout
     r = run(installed, "vectors", "check")
     assert r.returncode == 0 and "0 failed" in r.stdout, r.stdout + r.stderr
-    after = sorted(p.relative_to(site) for p in (site / "lcm_ref").rglob("*"))
-    assert after == before
+    # paper train (the classifier: seconds) writes under ./paper-train, not into the package's weights
+    r = run(installed, "paper", "train", "--only", "classifier", "--force", "--quiet")
+    assert r.returncode == 0 and (work / "paper-train" / "weights" / "classifier.safetensors").is_file(), r.stderr
+    assert _tree(site / "lcm_ref") == before
 
 
 def test_report_runs_from_the_wheel_into_a_chosen_folder(installed):
-    """`lcm-ref report --fast --out DIR` executes the shipped notebooks into DIR (one page here, to keep the suite
-    fast: the page with no heavy sweep)."""
+    """`lcm-ref report --fast --out DIR` executes the shipped notebooks into DIR (two pages here, to keep the suite
+    fast: the page with no heavy sweep, and the conformance page, which only reads files). From a wheel the
+    conformance page has no reports: it says how to make them with `lcm-ref conform` and claims no verdict; no page
+    links to a file that is not under DIR (the notebooks ship inside the package)."""
     _, work, _ = installed
-    r = run(installed, "report", "--fast", "--only", "scheduler_behaviour", "--out", "out")
+    r = run(installed, "report", "--fast", "--only", "scheduler_behaviour", "--only", "conformance", "--out", "out")
     assert r.returncode == 0, r.stdout + r.stderr
     assert (work / "out" / "scheduler_behaviour.md").is_file()
     assert (work / "out" / "README.md").is_file()
+    page = (work / "out" / "conformance.md").read_text()
+    assert "lcm-ref conform diffusers:LCMScheduler --dtype float32 --json reports/data/conformance/" in page
+    assert "No concern fails" not in page and "no verdict" in page
+    for md in (work / "out").glob("*.md"):
+        for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
+            assert (work / "out" / target).resolve().is_relative_to(work / "out"), (md.name, target)
+            assert (work / "out" / target).exists(), (md.name, target)
 
 
 def test_help_citations_are_followable_from_the_wheel(installed):

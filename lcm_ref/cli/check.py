@@ -1,6 +1,7 @@
 """``lcm-ref check IMPL``: conform's fail-fast mode (``lcm_ref.oracle.check``) from the shell: the concerns in
-order, stopping at the first that fails. Exit status as ``lcm-ref conform``: 0 PASS, 1 FAIL, 2 usage error,
-3 INCOMPLETE (nothing failed, something could not be judged on enough examples)."""
+order, stopping at the first that fails. The output ends with one line: PASS, FAIL or INCOMPLETE. Exit status as
+``lcm-ref conform``: 0 PASS, 1 FAIL, 2 usage error, 3 INCOMPLETE (nothing failed, something could not be judged on
+enough examples)."""
 
 from __future__ import annotations
 
@@ -50,6 +51,10 @@ def main(args) -> int:
         return 2
     except OracleMismatch as e:
         print(f"FAIL {e}")
+        r = e.result
+        counts = f" ({r.failing_examples} of {r.examples} examples fail)" if r is not None else ""
+        print(f"\nFAIL: {e.quantity}{counts}; check stops at the first failing concern (lcm-ref conform judges "
+              "every concern)")
         return 1
     print(report)
     return 0 if report.status == "INCOMPLETE" and args.allow_incomplete else report.exit_code

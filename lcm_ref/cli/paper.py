@@ -1,8 +1,9 @@
 """``lcm-ref paper``: train the networks of the learned testbed (the paper's figures on 8×8 digits).
 
 ``lcm-ref paper train`` trains the classifier, the teacher and every distillation run (the main student, the
-timestep_scaling students, the Fig. 3 grid), in that order, resuming where an interrupted run stopped. The report
-(``lcm-ref report``) only evaluates the committed results; this is the separate command that regenerates them.
+timestep_scaling students, the Fig. 3 grid), in that order, resuming where an interrupted run stopped, into
+./paper-train (``make paper``: into the checkout's package folders, the committed results). The report (``lcm-ref
+report``) only evaluates: the committed networks, or with ``--weights``/``--runs`` the ones trained here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ def configure_parser(parser):
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub.add_parser("train", help="train the classifier, the teacher and the students (resumable)",
                        description="Train the learned testbed's networks (docs/design.md §11.1): resumable, fixed "
-                       "seeds, float32; weights and training curves are written into the package's "
-                       "testbed/digits/weights and runs folders, a copy of the CSVs into --data.")
+                       "seeds, float32. Everything goes under ./paper-train in the current directory (weights/, runs/, "
+                       "work/) unless --weights, --runs, --work name other folders; never into the installed package. "
+                       "`lcm-ref report --weights paper-train/weights --runs paper-train/runs` evaluates them.")
     p.add_argument("--only", metavar="STAGE", action="append", choices=STAGES,
                    help=f"train only this stage (repeatable): one of {', '.join(STAGES)}; a stage trains what it "
                    "needs first (students need the teacher and the classifier)")
@@ -31,13 +33,14 @@ def configure_parser(parser):
     p.add_argument("--student-iterations", type=int, default=None, metavar="N",
                    help="LCD iterations of the main student instead of the grid's (cpu and full: 20,000)")
     p.add_argument("--work", metavar="DIR", default=None,
-                   help="where run states are kept for resuming (default ./build/paper-train)")
+                   help="where run states are kept for resuming (default ./paper-train/work)")
     p.add_argument("--weights", metavar="DIR", default=None,
-                   help="where the weights go (default: the package's testbed/digits/weights)")
+                   help="where the weights go (default ./paper-train/weights)")
     p.add_argument("--runs", metavar="DIR", default=None,
-                   help="where the training curves and wall times go (default: the package's testbed/digits/runs)")
-    p.add_argument("--data", metavar="DIR", default="reports/data",
-                   help="copy of the CSVs for the report (default ./reports/data)")
+                   help="where the training curves and wall times go (default ./paper-train/runs)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="also copy the CSVs into this report data folder (default: no copy; `make paper` gives "
+                   "reports/data)")
     p.add_argument("--force", action="store_true",
                    help="retrain the stages named by --only (all without it) even when done; what they need "
                    "first (classifier, teacher) is not redone unless named")

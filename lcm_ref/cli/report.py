@@ -20,6 +20,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output folder (default: ./reports in the current directory)")
     parser.add_argument("--notebooks", metavar="DIR", help="folder of notebooks to run (default: the notebooks that "
                         "ship with lcm_ref)")
+    parser.add_argument("--weights", metavar="DIR", help="evaluate the learned testbed's networks in DIR (e.g. "
+                        "paper-train/weights, from lcm-ref paper train) instead of the committed ones")
+    parser.add_argument("--runs", metavar="DIR", help="read the training curves from DIR (e.g. paper-train/runs) "
+                        "instead of the committed ones")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="per-cell limit in seconds")
 
 
@@ -31,7 +35,8 @@ def main(args) -> int:
               "pip install 'lcm_ref[notebooks]'", file=sys.stderr)
         return 2
     try:
-        results = run(args.out, fast=args.fast, only=args.only, notebooks=args.notebooks, timeout=args.timeout)
+        results = run(args.out, fast=args.fast, only=args.only, notebooks=args.notebooks, timeout=args.timeout,
+                      weights=args.weights, runs=args.runs)
     except LCMRefError as e:
         print(f"lcm-ref report: error: {e}", file=sys.stderr)
         return 2

@@ -127,7 +127,8 @@ class Comparison:
     ``scaled`` (|got − want| / (eps(D)·Σ|terms|)), ``ratio`` (|got − want| / the accepted half-width on got's side,
     ≤ 1 where accepted), ``budget`` (that half-width in scaled units), ``rel`` (relative error, diagnostic only)
     and ``bad`` (the rejected elements); and the worst element: ``index``, ``got``, ``want``, its scaled error
-    and budget."""
+    and budget; ``top_scaled`` / ``top_budget``: the scaled error and budget of the accepted element nearest its
+    bound (the largest ratio)."""
     ok: bool
     shape: Optional[str] = None
     scaled: np.ndarray = None
@@ -142,6 +143,8 @@ class Comparison:
     worst_budget: float = float("nan")
     worst_ratio: float = float("nan")
     unbounded: int = 0          # elements with an infinite bound (admitted whatever they are)
+    top_scaled: Optional[float] = None   # the accepted element nearest its bound: its scaled error ...
+    top_budget: Optional[float] = None   # ... and its budget (scaled units; None: no finite bound)
 
     @property
     def n_bad(self) -> int:
@@ -204,6 +207,10 @@ def compare_values(got, want, terms, bound, dtype) -> Comparison:
     c = Comparison(bool(ok.all()), scaled=scaled, ratio=ratio, budget=budget,
                    rel=np.where(np.isfinite(rel), rel, 0.0), bad=bad,
                    unbounded=int((~finite_bound & ~same).sum()))
+    near = ok & finite_bound & np.isfinite(ratio) & np.isfinite(budget) & np.isfinite(scaled)
+    if near.any():
+        j = np.unravel_index(int(np.argmax(np.where(near, ratio, -1.0))), ratio.shape) if ratio.ndim else ()
+        c.top_scaled, c.top_budget = float(scaled[j]), float(budget[j])
     if bad.any():
         score = np.where(bad, ratio, -1.0)
         i = np.unravel_index(int(np.argmax(score)), score.shape) if score.ndim else ()

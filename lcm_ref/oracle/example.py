@@ -148,6 +148,7 @@ class Example:
         self.values = 0
         self.unbounded = 0          # values admitted unjudged: their bound is infinite (budget point 9, §6.Q3)
         self.max_ratio = None       # largest error/budget of the values compared within a budget (None: none)
+        self.max_error = None       # where max_ratio is: {"scaled_error", "budget", "unit"} (scaled units)
         self.judged = False
         self.seconds = 0.0
 
@@ -155,6 +156,16 @@ class Example:
     def config_text(self) -> str:
         """The config as its spec (only the keys that differ from the default; trained betas as their seed)."""
         return "LCMConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.case.config.items()) + ")"
+
+    @property
+    def description(self) -> str:
+        """What identifies this case for a reader: the canonical case's name where it is one, its config, the
+        schedule request, and the samples' shape and dtype (the full case is the ``replay`` literal)."""
+        name = f"the canonical case \"{self.label.split(': ', 1)[-1]}\", " if str(self.label).startswith(
+            "canonical") else ""
+        s = self.case.sample
+        return (f"{name}{self.config_text}, {request_text(self.case.request)}, samples {tuple(s.shape)} "
+                f"{s.dtype}")
 
     # --- outcomes -----------------------------------------------------------------------------------------------
     @property
@@ -331,12 +342,15 @@ class Example:
             self.fail(f"{what}{where}: {c.shape}", worst={"where": what + where})
         self.values += c.size
         self.unbounded += c.unbounded
+        d = dtype_name(dtype)
         if c.ok:
+            if c.top_scaled is not None and (self.max_ratio is None or c.max_ratio >= self.max_ratio):
+                self.max_error = {"scaled_error": c.top_scaled, "budget": c.top_budget, "unit": f"eps({d})"}
             self.max_ratio = max(self.max_ratio or 0.0, c.max_ratio)
         if not c.ok:
-            d = dtype_name(dtype)
             worst = {"where": f"{what}{where} element {c.index}", "got": c.got, "want": c.want,
-                     "scaled_error": c.worst_scaled, "budget": c.worst_budget, "ratio": c.worst_ratio}
+                     "scaled_error": c.worst_scaled, "budget": c.worst_budget, "ratio": c.worst_ratio,
+                     "unit": f"eps({d})"}
             msg = (f"{what}{where} differs from the reference beyond the budget\n"
                    f"{c.describe(d)}\n"
                    f"  config: {self.config_text}\n"

@@ -41,11 +41,14 @@ def schema() -> dict:
 @dataclasses.dataclass
 class ConcernResult:
     """The verdict on one concern, with its evidence. ``examples``: examples run (canonical and drawn);
+    ``canonical`` + ``drawn`` = ``examples`` (the report's top-level ``examples`` is what was asked of hypothesis per
+    concern: ``drawn`` is at most that, as a case drawn twice runs once and a timeout stops the draws);
     ``judged``: those compared with the reference that did not fail (a pass needs ``min_judged`` of them);
     ``failing_examples``: those that failed; ``skipped``: why the others were not judged (reason -> count);
     ``reason``: one line saying why the verdict is not pass (empty for pass); ``reproduce``: a pasteable
     ``replay(...)`` of the smallest failing case (None unless the verdict is fail); ``worst``: the worst value of
-    that case (got, want, scaled error, budget, where); ``refused``: what the implementation refused."""
+    that case (got, want, scaled error, budget, where); ``max_error``: of the values within budget, the one nearest
+    its budget (``max_ratio`` = its scaled error / its budget); ``refused``: what the implementation refused."""
     concern: str
     verdict: str
     detail: str
@@ -53,12 +56,15 @@ class ConcernResult:
     reproduce: Optional[str] = None
     description: str = ""
     examples: int = 0
+    canonical: int = 0
+    drawn: int = 0
     judged: int = 0
     min_judged: int = 0
     reason: str = ""
     skipped: dict = dataclasses.field(default_factory=dict)
     values: int = 0
     max_ratio: Optional[float] = None
+    max_error: Optional[dict] = None
     likely_cause: Optional[str] = None
     refused: list = dataclasses.field(default_factory=list)
     worst: Optional[dict] = None
@@ -67,11 +73,18 @@ class ConcernResult:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["worst"] = None if self.worst is None else {k: _json_float(v) if isinstance(v, float) else v
-                                                      for k, v in self.worst.items()}
+        for key in ("worst", "max_error"):
+            v = getattr(self, key)
+            d[key] = None if v is None else {k: _json_float(x) if isinstance(x, float) else x for k, x in v.items()}
         d["max_ratio"] = _json_float(self.max_ratio)
         d["seconds"] = round(self.seconds, 3)
         return d
+
+
+def error_text(e: dict, within: bool) -> str:
+    """A scaled error beside its budget, and which side of it: "3.1 eps(float32) (budget 8.03, within)"."""
+    return (f"{e['scaled_error']:.3g} {e.get('unit', 'eps')} (budget {e['budget']:.3g}, "
+            f"{'within' if within else 'OVER'})")
 
 
 def _json_float(v):
@@ -165,10 +178,23 @@ class ConformanceReport:
         return head
 
     def _rows(self):
+        def error(c):
+            if c.verdict == "fail" and c.worst and "scaled_error" in c.worst:
+                return error_text(c.worst, within=False)
+            return error_text(c.max_error, within=True) if c.max_error and c.verdict != "fail" else "—"
         return [{"concern": c.concern, "verdict": c.verdict.upper() if c.verdict == "fail" else c.verdict,
-                 "judged": f"{c.judged}/{c.examples}", "min": c.min_judged, "failing": c.failing_examples,
-                 "max error/budget": c.max_ratio, "why": c.reason}
+                 "judged": f"{c.judged}/{c.examples}", "run": f"{c.canonical} + {c.drawn}", "min": c.min_judged,
+                 "failing": c.failing_examples, "largest error (its budget)": error(c), "why": c.reason}
                 for c in self.concerns]
+
+    def legend(self) -> str:
+        """What the table's columns count, and why they differ from the requested examples."""
+        asked = sorted(set(self.examples.values())) if isinstance(self.examples, dict) else [self.examples]
+        return ("judged/examples: examples compared with the reference, without failing / examples run; run: "
+                "canonical cases + distinct drawn cases (hypothesis was asked for "
+                + " or ".join(str(a) for a in asked) + " per concern: a case drawn twice runs once); min: judged "
+                "examples a pass needs; largest error: the value nearest its budget, in units of eps of the "
+                "compared dtype (a fail: its worst value, over the budget)")
 
     def __str__(self):
         lines = [self._header(), "", markdown_table(self._rows(), floatfmt=".3g").rstrip()]
@@ -180,15 +206,14 @@ class ConformanceReport:
                 lines.append(f"likely cause: {c.likely_cause}")
             if c.reproduce:
                 lines += ["reproduce (paste into a file and run):", c.reproduce]
-        lines += ["", "judged/examples: examples compared with the reference / examples run (canonical and drawn); "
-                  "min: judged examples a pass needs"]
+        lines += ["", self.legend()]
         lines += [f"INCOMPLETE: {r}" for r in self.incomplete_reasons()]
         lines += ["", self._summary()]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
         out = [f"# Conformance: {self.implementation or 'implementation'}", "", self._header(), "",
-               markdown_table(self._rows(), floatfmt=".3g")]
+               markdown_table(self._rows(), floatfmt=".3g"), self.legend(), ""]
         for c in self.concerns:
             if c.verdict == "fail":
                 out += [f"## {c.concern}: fail", "", f"{c.failing_examples} of {c.examples} examples fail.", "",

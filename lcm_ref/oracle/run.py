@@ -24,7 +24,7 @@ from .compare import (abbreviate, call, hypothesis_seed, impl_path, implementati
 from .concerns import CHECKS, CONCERNS, DEFAULT_EXAMPLES, DEFAULT_TIMEOUT_S, DESCRIPTIONS, MIN_JUDGED, SHRINK_SECONDS
 from .concerns.causes import NO_KNOWN_PATTERN
 from .example import CaseTimeout, Example, Finding, Run, Stop, exception_text, refusal, time_limit
-from .report import ConcernResult, ConformanceReport, OracleMismatch
+from .report import ConcernResult, ConformanceReport, OracleMismatch, error_text
 from .support import probe
 
 def execute(run: Run, case: Case, label) -> Example:
@@ -156,27 +156,29 @@ def _result(run: Run, examples, smallest, seconds) -> ConcernResult:
     values = sum(e.values for e in examples)
     ratios = [e.max_ratio for e in examples if e.max_ratio is not None]
     max_ratio = max(ratios) if ratios else None
+    top = max((e for e in examples if e.max_error is not None), key=lambda e: e.max_ratio, default=None)
     unsupported = _tally(f.message for f in findings if f.kind == "unsupported")
     unobservable = _tally(f.message for f in findings if f.kind == "not_observable")
     skipped = _tally(f.message for f in findings if f.kind == "skip")
     n = len(examples)
     canonical = sum(isinstance(e.label, str) and e.label.startswith("canonical") for e in examples)
     stats = f"{judged} of {n} examples judged ({canonical} canonical), {values} values compared"
-    if max_ratio is not None and values:
-        stats += f", max error/budget {max_ratio:.3g}"
+    if top is not None and values:
+        stats += f", largest error {error_text(top.max_error, within=True)}"
     unbounded = sum(e.unbounded for e in examples)
     if unbounded:
         stats += (f"; {unbounded} values not bounded (an intermediate of diffusers' formula overflows the dtype, "
                   "docs/design.md §8.4): admitted")
     res = ConcernResult(concern, "pass", "", len(failing), description=DESCRIPTIONS[concern], examples=n,
-                        judged=judged, min_judged=run.min_judged, values=values, max_ratio=max_ratio,
+                        canonical=canonical, drawn=n - canonical, judged=judged, min_judged=run.min_judged,
+                        values=values, max_ratio=max_ratio, max_error=top.max_error if top is not None else None,
                         seconds=seconds, skipped={abbreviate(k): v for k, v in skipped.items()})
     if failing:
         ex = smallest or failing[0]
         f = next(f for f in ex.findings if f.kind == "fail")
         res.verdict = "fail"
         res.reason = f"{len(failing)} of {n} examples fail"
-        res.detail = f"{f.message}\n[{len(failing)} of {n} examples fail; smallest failing case: {ex.label}]"
+        res.detail = f"{f.message}\n[{len(failing)} of {n} examples fail; smallest failing case: {ex.description}]"
         res.likely_cause = f.cause or NO_KNOWN_PATTERN
         res.worst = f.worst
         res.case = ex.case.to_dict()

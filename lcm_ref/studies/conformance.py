@@ -59,7 +59,7 @@ __all__ = ["VERSIONS", "DTYPES", "CONCERNS", "Job", "plan", "run_job", "run_matr
            "default_venvs", "default_out", "main", "version_tuple", "FILE_PATTERN", "report_folder", "run_info", "summary_markdown",
            "plot_matrix", "deviations_markdown", "deviation_rows", "tcd_rows", "timing_rows", "MATRIX_COLUMNS",
            "file_digest", "report_facts", "release_table", "DEVIATION_VERDICTS", "DESIGN_BEGIN", "DESIGN_END",
-           "design_table", "design_section", "write_design", "consistency"]
+           "design_table", "design_section", "write_design", "consistency", "how_to_make", "intro_markdown"]
 
 #: the releases of the matrix (docs/design.md §13.1): the first release with LCMScheduler, the ones that changed it,
 #: and the newest at the time of writing
@@ -379,7 +379,10 @@ def write_matrix(folder, path=None) -> Path:
 
 
 def load_matrix(folder) -> list[dict]:
-    """The rows of ``folder``/matrix.csv (cells as strings, seconds as float)."""
+    """The rows of ``folder``/matrix.csv (cells as strings, seconds as float); without matrix.csv (reports written
+    one by one with ``lcm-ref conform --json``), ``matrix_rows`` of the reports themselves."""
+    if not (Path(folder) / "matrix.csv").is_file():
+        return matrix_rows(folder)
     with open(Path(folder) / "matrix.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:
@@ -388,15 +391,17 @@ def load_matrix(folder) -> list[dict]:
     return rows
 
 
-_SHORT = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "inconcl.", "unsupported": "unsupported",
+_SHORT = {"pass": "pass", "fail": "FAIL", "inconclusive": "inconcl.", "unsupported": "unsupported",
           "not_observable": "not obs.", NOT_APPLICABLE: "n/a"}
 
 
-def verdict_table(rows, *, concerns=CONCERNS) -> list[dict]:
-    """The matrix for a page: one dict per row with ``implementation@version``, ``samples`` (dtype) and a short cell per
-    concern (fail in bold)."""
-    return [{"implementation@version": r["row"], "samples": r["sample_dtype"],
-             **{c: _SHORT.get(r[c], r[c]) for c in concerns}} for r in rows]
+def verdict_table(rows, *, concerns=CONCERNS, markdown=False) -> list[dict]:
+    """The matrix: one dict per row with ``implementation@version``, ``samples`` (dtype) and a short plain cell per
+    concern (``FAIL`` in capitals; the CSV's values); ``markdown``: for a page, with fail in bold."""
+    cell = (lambda v: f"**{_SHORT.get(v, v)}**" if v == "fail" else _SHORT.get(v, v)) if markdown else \
+        (lambda v: _SHORT.get(v, v))
+    return [{"implementation@version": r["row"], "samples": r["sample_dtype"], **{c: cell(r[c]) for c in concerns}}
+            for r in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -677,12 +682,49 @@ def consistency(folder) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def report_folder(data=None) -> Optional[Path]:
-    """The folder holding the matrix: ``data``/conformance (the report run's data folder, where ``lcm-ref report``
-    carries the committed files), else the checkout's reports/data/conformance; None if neither has matrix.csv."""
+    """The folder holding the reports: ``data``/conformance (the report run's data folder, where ``lcm-ref report``
+    carries the committed files), else the checkout's reports/data/conformance; None if neither has matrix.csv or
+    a report named as ``FILE_PATTERN``."""
     for f in ([Path(data) / "conformance"] if data else []) + [default_out()]:
-        if (f / "matrix.csv").is_file():
+        if (f / "matrix.csv").is_file() or any(FILE_PATTERN.match(p.name) for p in f.glob("*.json")):
             return f
     return None
+
+
+def how_to_make(diffusers_version=None) -> str:
+    """How to make this page's data: from a pip install, ``lcm-ref conform --json`` into the report's
+    data/conformance folder under the file names the page reads (``Job.filename``); in a checkout, ``make
+    conformance`` (every release in its own environment)."""
+    if diffusers_version is None:
+        import diffusers
+        diffusers_version = diffusers.__version__
+    out = "reports/data/conformance"
+    runs = "\n".join(f"lcm-ref conform diffusers:LCMScheduler --dtype {d} --json "
+                     f"{out}/{Job('lcm', diffusers_version, d).filename}" for d in DTYPES)
+    return ("Make them with the installed diffusers (" + diffusers_version + "), one report per sample dtype, "
+            f"into `data/conformance/` of the report folder (`{out}/` for the default `lcm-ref report`):\n\n"
+            f"```bash\n{runs}\nlcm-ref report --only conformance\n```\n\n"
+            "`lcm-ref conform` exits 1 (FAIL) or 3 (INCOMPLETE) where a concern deviates: the report is written all "
+            "the same. In a checkout of lcm_ref, `make conformance` runs the whole matrix instead (every release in "
+            "its own environment).")
+
+
+def intro_markdown(folder, rows, info) -> str:
+    """The top of the page: with no runs, that there is nothing to show and ``how_to_make`` it; else
+    ``summary_markdown`` and whether the files come from one run (``consistency``; reports without run.json are
+    ``lcm-ref conform`` runs of their own)."""
+    if not rows:
+        return "**No conformance reports here, so this page shows no verdict.** " + how_to_make()
+    text = summary_markdown(rows, info) + "\n\n"
+    if not info:
+        return text + ("These reports come from separate `lcm-ref conform` runs (no `run.json`): each stands on its "
+                       "own, and the times of section 4 are conform's own.")
+    problems = consistency(folder)
+    if problems:
+        return text + ("**These files do not come from one run** (rerun `make conformance`):\n\n"
+                       + "\n".join(f"- {p}" for p in problems))
+    return text + ("All files below come from that one run: `run.json` names each report by its SHA-256, and "
+                   "`python -m lcm_ref.studies.conformance verify` checks them.")
 
 
 def run_info(folder) -> dict:
@@ -745,10 +787,12 @@ def plot_matrix(rows, concerns=CONCERNS):
     return fig
 
 
-def deviations_markdown(devs) -> str:
-    """Each deviation as a short section: what, where it shows (concerns, rows), the upstream change, an example."""
+def deviations_markdown(devs, runs=None) -> str:
+    """Each deviation as a short section: what, where it shows (concerns, rows), the upstream change, an example.
+    ``runs``: how many runs were read (with none, nothing is claimed about deviations)."""
     if not devs:
-        return "No concern fails or is unsupported in any run."
+        return ("No runs were read, so nothing is known about deviations." if runs == 0 else
+                "No concern fails or is unsupported in any" + (f" of the {runs} runs." if runs else " run."))
     out = []
     for k, d in enumerate(devs, 1):
         rows = _compress_rows(d["rows"])

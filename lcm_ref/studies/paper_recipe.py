@@ -2,9 +2,11 @@
 mattered").
 
     python -m lcm_ref.studies.paper_recipe NAME ITERATIONS [key=value ...]     # keys: lcd.distill keywords
+    python -m lcm_ref.studies.paper_recipe --omega-scan
 
-trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the committed teacher for ITERATIONS
-(single-threaded) and prints, at iteration 0, halfway and at the end, one JSON line per evaluation:
+The first trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the committed teacher (or, with
+``init=student``, from the committed main student) for ITERATIONS (single-threaded) and prints, at iteration 0,
+halfway and at the end, one JSON line per evaluation:
 
 - ``move{n}`` / ``align{n}`` (n = 1, 2, 4 steps): ``paper.guidance_transfer`` of the student's samples at ω = 2 and
   14 against the teacher's DDIM-50 pair (same x_T and classes, ``N_EVAL`` samples): the size of the student's
@@ -13,6 +15,10 @@ trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the co
   classifier's features and on pixels; ``ddim4_cnn`` / ``_pix`` the same for the teacher's own DDIM-4 (the bar);
 - ``local_align`` / ``local_change`` at a few start timesteps (``local_alignment``): how much of the ω-dependence
   of its own training target the consistency function has learned at each t.
+
+The second (``omega_scan``, also on the paper page) prints, for the committed main student at 2 and 4 steps, the
+FD of its samples at ω ∈ ``SCAN_OMEGAS`` to the teacher's DDIM-50 samples at ω = 8: at which ω the student comes
+closest to the teacher's ω = 8 distribution.
 """
 
 from __future__ import annotations
@@ -20,21 +26,24 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from ..numerics import frechet_distance
+from ..numerics import frechet_distance, write_csv
 from ..testbed import distill as ds
 from ..testbed.digits import classifier as clf
 from ..testbed.digits import data, lcd, sampling
 from ..testbed.digits import teacher as tch
 from ..testbed.digits.models import load
+from . import paper
 from .paper import CEILING_STEPS, EVAL_SEED, OMEGA, balanced_labels, guidance_transfer, pixels
 
-__all__ = ["N_EVAL", "PROBE_TIMESTEPS", "local_alignment", "evaluate", "short_run"]
+__all__ = ["N_EVAL", "PROBE_TIMESTEPS", "SCAN_OMEGAS", "local_alignment", "evaluate", "short_run", "omega_scan", "omega_scan_note"]
 
 N_EVAL = 300
 PROBE_TIMESTEPS = (19, 99, 259, 499, 759, 999)
+SCAN_OMEGAS = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0)
 
 
 @torch.no_grad()
@@ -104,13 +113,70 @@ def short_run(name: str, iterations: int, **recipe) -> list:
         print(json.dumps(row), flush=True)
         rows.append(row)
         return {}
+    if recipe.get("init") == "student":
+        recipe["init"] = load("student")[0]
     lcd.distill(teacher, data.load("train"), iterations=iterations, eval_every=max(iterations // 2, 1),
                 eval_fn=eval_fn, progress=False, **recipe)
     return rows
 
 
+@torch.no_grad()
+def omega_scan(out_dir=None, fast=False) -> list:
+    """Which ω of the main student comes closest to the teacher's ω = ``OMEGA`` distribution → rows
+    ``{method, steps, omega, space, fd, lo, hi}`` (and ``digits_omega_scan.csv`` in ``out_dir`` when given): the
+    committed main student at 2 and 4 steps and every ω of ``SCAN_OMEGAS``, and the teacher's DDIM-4 at ``OMEGA``
+    (the bar of the 4-step target), each against the teacher's DDIM-50 samples at ``OMEGA`` (same x_T and classes),
+    FD on the classifier's features and on pixels with 95 % bootstrap intervals (``paper`` sizes)."""
+    sz = paper.FAST if fast else paper.FULL
+    m = paper.models()
+    teacher, classifier, student = m["teacher"][0], m["classifier"][0], m["student"][0]
+    labels = balanced_labels(sz.n)
+    feats = lambda x: {"cnn": clf.features(classifier, x), "pixels": pixels(x)}  # noqa: E731
+    ref = feats(sampling.teacher_sample(teacher, labels, OMEGA, CEILING_STEPS, "ddim", seed=EVAL_SEED))
+    runs = [("ddim", 4, OMEGA, sampling.teacher_sample(teacher, labels, OMEGA, 4, "ddim", seed=EVAL_SEED))]
+    runs += [("lcm", steps, w, sampling.lcm_sample(student, labels, w, steps, seed=EVAL_SEED))
+             for steps in (2, 4) for w in SCAN_OMEGAS]
+    rows = []
+    for method, steps, w, images in runs:
+        f = feats(images)
+        for sp in f:
+            d = clf.bootstrap_fd(f[sp], ref[sp], n_boot=sz.n_boot)
+            rows.append({"method": method, "steps": steps, "omega": w, "space": sp, "fd": d["fd"], "lo": d["lo"],
+                         "hi": d["hi"]})
+    if out_dir is not None:
+        write_csv(rows, Path(out_dir) / "digits_omega_scan.csv")
+    return rows
+
+
+def omega_scan_note(rows) -> str:
+    """One sentence per feature space from ``omega_scan``'s rows: the ω at which the student's 4-step samples are
+    closest to the teacher's ω = ``OMEGA`` distribution, against its own ω = ``OMEGA`` and the teacher's DDIM-4."""
+    out = []
+    for sp in ("cnn", "pixels"):
+        lcm4 = [r for r in rows if r["method"] == "lcm" and r["steps"] == 4 and r["space"] == sp]
+        if not lcm4:
+            continue
+        best = min(lcm4, key=lambda r: r["fd"])
+        own = next(r for r in lcm4 if r["omega"] == OMEGA)
+        bar = next(r for r in rows if r["method"] == "ddim" and r["space"] == sp)
+        iv = lambda r: f"{r['fd']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]"  # noqa: E731
+        verdict = ("below" if best["hi"] < bar["lo"] else "above" if best["lo"] > bar["hi"] else "level with")
+        out.append(f"- **Which ω matches the teacher's ω = {OMEGA:g} ({sp}).** At 4 steps the student's samples are "
+                   f"closest to the teacher's DDIM-50 samples at ω = {OMEGA:g} when it is asked for ω = "
+                   f"{best['omega']:g}" + (" (the lowest scanned)" if best["omega"] == min(SCAN_OMEGAS) else "") +
+                   f": FD {iv(best)}, against {iv(own)} at ω = {OMEGA:g} and the teacher's DDIM-4 "
+                   f"{iv(bar)} ({verdict} it)." + (
+                       " So at 4 steps the student over-applies guidance: its effective ω is lower than the teacher's."
+                       if best["omega"] < OMEGA and best["hi"] < own["lo"] else ""))
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--omega-scan"]:
+        for row in omega_scan():
+            print(json.dumps(row))
+        return 0
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2

@@ -1,10 +1,13 @@
 """Training the learned testbed's networks (``lcm-ref paper train``, ``make paper``): the classifier, the teacher
 and every distillation run of ``lcm_ref.testbed.digits``, resumable (a run's state is saved every few hundred
 iterations in the work folder and picked up again), single-threaded torch with fixed seeds, float32 on CPU or
-CUDA. The committed weights go to ``lcm_ref/testbed/digits/weights/`` (safetensors + a JSON record each, with the
-``usage`` facts of ``digits.models.usage``), the curves of every run and the wall times to
-``lcm_ref/testbed/digits/runs/`` (and a copy to ``reports/data``). The evaluation of what is committed is
-``lcm_ref.studies.paper``.
+CUDA. Everything is written under the current directory unless told otherwise (``OUT_DIR``, never into the installed
+package): the weights to ``./paper-train/weights/`` (safetensors + a JSON record each, with the ``usage`` facts of
+``digits.models.usage``), the curves of every run and the wall times to ``./paper-train/runs/``, the resumable run
+states to ``./paper-train/work/``. ``make paper`` in a checkout names the package's folders instead
+(``lcm_ref/testbed/digits/weights/`` and ``runs/``, the committed ones) and a copy of the CSVs for ``reports/data``.
+The evaluation is ``lcm_ref.studies.paper`` (the committed weights by default; ``lcm-ref report --weights DIR --runs
+DIR`` evaluates a folder trained here).
 
 Every distillation run uses ``RECIPE`` (docs/design.md §11.1 on which of its choices mattered, measured).
 """
@@ -29,10 +32,13 @@ from ..testbed.digits import classifier as clf
 from ..testbed.digits import data, lcd, sampling
 from ..testbed.digits import teacher as tch
 from ..testbed.digits.models import ROLES, WEIGHT_FILES, usage
-from .paper import CEILING_STEPS, DEFAULT_OUT, EVAL_SEED, KS, OMEGA, PACKAGE, RUNS, WEIGHTS, balanced_labels, \
-    guidance_transfer, pixels, skipping_rows
+from .paper import CEILING_STEPS, EVAL_SEED, KS, OMEGA, PACKAGE, balanced_labels, guidance_transfer, pixels, \
+    skipping_rows
 
-__all__ = ["Grid", "GRIDS", "STAGES", "EXTRA_SEEDS", "RECIPE", "train"]
+__all__ = ["Grid", "GRIDS", "STAGES", "EXTRA_SEEDS", "RECIPE", "OUT_DIR", "train"]
+
+#: where ``train`` writes by default, relative to the current directory: weights/, runs/ and work/ under it
+OUT_DIR = "paper-train"
 
 #: the distillation recipe of every run (``lcd.distill`` keywords): see docs/design.md §11.1
 RECIPE = dict(guidance_dim=lcd.GUIDANCE_DIM, cond_init="zero", lr=3e-4, warmup=50, weight_decay=0.0, loss="l2",
@@ -265,13 +271,14 @@ class _Trainer:
         self.log(f"{name}: FD {rows[-1]['fd']:.3g} at 4 steps ({sec:.0f} s)")
 
 
-def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=None, data_out=DEFAULT_OUT,
+def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=None, data_out=None,
           force=False, progress=True, threads=1, command=None, log=print, student_iterations=None) -> None:
     """Train every stage of ``STAGES`` (or those in ``only``) in order; resumable (see the module docstring).
 
-    ``grid``: "cpu" (default on a CPU) or "full" (default on CUDA); ``work``: where run states go (default
-    ./build/paper-train); ``weights`` / ``runs``: where the committed files go (default the package's folders);
-    ``data_out``: a copy of the CSVs for the reports (None: none); ``student_iterations``: the main student's
+    ``grid``: "cpu" (default on a CPU) or "full" (default on CUDA); ``work``, ``weights``, ``runs``: where the
+    run states, the weights and the curves go (default ``OUT_DIR``/work, /weights, /runs under the current
+    directory; the package's folders only when named); ``data_out``: a copy of the CSVs for the reports (default
+    None: none); ``student_iterations``: the main student's
     length instead of the grid's (a run of I iterations is the first I of any longer one: the learning rate is
     constant after the warm-up, so a longer run's saved state at iteration I resumes into exactly this run)."""
     only = list(STAGES) if not only else list(only)
@@ -296,8 +303,9 @@ def train(only=None, *, device="cpu", grid=None, work=None, weights=None, runs=N
         torch.backends.cudnn.allow_tf32 = False
     try:
         g = GRIDS[grid] if student_iterations is None else replace(GRIDS[grid], student_iterations=student_iterations)
-        t = _Trainer(grid=g, device=dev, work=Path(work or Path.cwd() / "build" / "paper-train"),
-                     weights=Path(weights or WEIGHTS), runs=Path(runs or RUNS),
+        out = Path.cwd() / OUT_DIR
+        t = _Trainer(grid=g, device=dev, work=Path(work or out / "work"), weights=Path(weights or out / "weights"),
+                     runs=Path(runs or out / "runs"),
                      data_out=Path(data_out) if data_out else None, force=force, progress=progress,
                      command=command or "lcm-ref paper train " + " ".join(sys.argv[3:]), log=log)
         t.weights.mkdir(parents=True, exist_ok=True)

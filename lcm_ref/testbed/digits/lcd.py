@@ -60,7 +60,7 @@ from .data import Split
 from .teacher import (SCHEDULE, TrainState, check_positive_int, guided_eps, noise_scheduler, optimizer_step,
                       unet_eps)
 
-__all__ = ["GUIDANCE_DIM", "COND_INITS", "LOSSES", "LOSS_SPACES", "SOLVERS", "OMEGA_RANGE", "STUDENT_SEED", "lcm_config", "guidance_embedding",
+__all__ = ["GUIDANCE_DIM", "COND_INITS", "LOSSES", "LOSS_SPACES", "LR_SCHEDULES", "SOLVERS", "OMEGA_RANGE", "STUDENT_SEED", "lcm_config", "guidance_embedding",
            "make_student", "solver_step", "consistency", "lcd_target", "consistency_loss", "distill", "solver_grid"]
 
 GUIDANCE_DIM = 256
@@ -69,6 +69,8 @@ LOSSES = ("l2", "huber")
 #: where the loss is measured: on f itself (x_0 units, diffusers' LCD script) or divided by b[start] = ∂f/∂ε
 #: (ε units: every start timestep weighs alike)
 LOSS_SPACES = ("x0", "eps")
+#: the learning rate after the warm-up: constant (diffusers' LCD script) or decaying linearly to 0 at the last iteration
+LR_SCHEDULES = ("constant", "linear")
 HUBER_C = 1e-3
 SOLVERS = ("ddim", "dpmsolver", "dpmsolver++")
 #: ω ~ U[2, 14] in training (the paper's convention ε̃ = (1 + ω)ε_c − ωε_∅; docs/design.md §12.1 on its provenance)
@@ -235,14 +237,16 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
             omega_min: float = OMEGA_RANGE[0], omega_max: float = OMEGA_RANGE[1], timestep_scaling: float = 10.0,
             iterations: int = 2000, batch_size: int = 64, lr: float = 1e-4, warmup: int = 0,
             weight_decay: float = 1e-2, loss: str = "l2", loss_space: str = "x0", guidance_dim: int = GUIDANCE_DIM,
-            cond_init: str = "default", ema_decay: float = 0.95, seed: int = STUDENT_SEED, device="cpu",
-            progress: bool = True, resume=None,
+            cond_init: str = "default", ema_decay: float = 0.95, lr_schedule: str = "constant", init=None,
+            seed: int = STUDENT_SEED, device="cpu", progress: bool = True, resume=None,
             checkpoint_fn=None, checkpoint_every: int = 250, eval_every: int = 0, eval_fn=None) -> TrainState:
     """Algorithm 1 (module docstring) for ``iterations`` AdamW steps (``weight_decay``) at a constant learning rate
     after a linear warm-up of ``warmup`` iterations (diffusers' LCD script: lr 1e-4, weight decay 1e-2, constant,
     the defaults here), gradient clipping at 1; ``loss``, ``loss_space``, ``guidance_dim`` and ``cond_init`` as in
-    the module docstring. A run of I iterations is the first I
-    iterations of any longer run with the same settings and seed (nothing depends on the total). Returns the
+    the module docstring. ``lr_schedule="linear"`` decays the rate after the warm-up linearly to 0 at the last
+    iteration; with the default ``"constant"``, a run of I iterations is the first I
+    iterations of any longer run with the same settings and seed (nothing depends on the total). ``init``: a
+    student (a U-Net with the guidance embedding) to start from instead of the teacher (``make_student``). Returns the
     ``TrainState``: ``model`` the online student θ (the one sampled), ``ema`` the target θ⁻.
 
     ``eval_fn(student) -> dict`` runs at iteration 0, every ``eval_every`` iterations and at the end when both are
@@ -265,6 +269,10 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
         raise LCMRefError("loss", loss, f"one of {LOSSES}")
     if loss_space not in LOSS_SPACES:
         raise LCMRefError("loss_space", loss_space, f"one of {LOSS_SPACES}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise LCMRefError("lr_schedule", lr_schedule, f"one of {LR_SCHEDULES}")
+    if init is not None and init.config.get("time_cond_proj_dim") is None:
+        raise LCMRefError("init", "a U-Net without time_cond_proj_dim", "a student (with the guidance embedding)")
     check_positive_int("warmup", warmup, 0)
     device = torch.device(device)
     teacher = teacher.to(device).eval().requires_grad_(False)
@@ -272,10 +280,15 @@ def distill(teacher, train: Split, *, num_ddim_timesteps: int = 50, solver: str 
     tables = ds.fused_tables(cfg)
     grid = torch.from_numpy(solver_grid(num_ddim_timesteps))
     k = cfg.num_train_timesteps // num_ddim_timesteps
-    student = make_student(teacher, guidance_dim, cond_init, seed).train().requires_grad_(True)
+    student = (make_student(teacher, guidance_dim, cond_init, seed) if init is None else copy.deepcopy(init))
+    student = student.to(device).train().requires_grad_(True)
     target = copy.deepcopy(student).requires_grad_(False).eval()
     opt = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / max(warmup, 1)))
+
+    def rate(i):                                    # factor of lr at iteration i
+        decay = 1.0 if lr_schedule == "constant" else max(0.0, (iterations - i) / max(iterations - warmup, 1))
+        return min(1.0, (i + 1) / max(warmup, 1), decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, rate)
     gen = torch.Generator().manual_seed(seed)
     st = TrainState(student, target, opt, sched, gen, extra={"evals": []})
     if resume is not None:

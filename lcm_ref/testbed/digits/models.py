@@ -11,6 +11,7 @@ for the main student of Table 1).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ...errors import LCMRefError
@@ -18,9 +19,11 @@ from . import checkpoint as ck
 from .data import N_CLASSES, NULL_LABEL
 from .teacher import SCHEDULE
 
-__all__ = ["WEIGHTS", "WEIGHT_FILES", "ROLES", "usage", "load"]
+__all__ = ["WEIGHTS", "WEIGHTS_ENV", "WEIGHT_FILES", "ROLES", "usage", "weights_folder", "load"]
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"       #: the committed safetensors + JSON records
+#: the environment variable naming another weights folder (``lcm-ref report --weights`` sets it for the notebooks)
+WEIGHTS_ENV = "LCM_REF_WEIGHTS"
 #: name → file in ``WEIGHTS``
 WEIGHT_FILES = {"classifier": "classifier.safetensors", "teacher": "teacher.safetensors",
                 "student": "student_k20_ddim_s10.safetensors",
@@ -52,13 +55,19 @@ def usage(role: str, time_cond_proj_dim: int | None = None) -> dict:
     return out
 
 
+def weights_folder(weights=None) -> Path:
+    """The weights folder to read: ``weights`` when given, else the folder in ``$LCM_REF_WEIGHTS`` when set (weights
+    a user trained with ``lcm-ref paper train``), else the committed ``WEIGHTS``."""
+    return Path(weights or os.environ.get(WEIGHTS_ENV) or WEIGHTS)
+
+
 def load(name: str, device="cpu", weights=None):
     """(module in eval mode, record) of the committed network ``name`` (a key of ``WEIGHT_FILES``); the record
     with ``usage`` (module docstring) and the weights' ``sha256``. ``weights``: another folder (default
-    ``WEIGHTS``)."""
+    ``weights_folder()``: ``$LCM_REF_WEIGHTS``, else ``WEIGHTS``)."""
     if name not in WEIGHT_FILES:
         raise LCMRefError("name", name, f"one of {tuple(WEIGHT_FILES)}")
-    path = Path(weights or WEIGHTS) / WEIGHT_FILES[name]
+    path = weights_folder(weights) / WEIGHT_FILES[name]
     if not path.is_file():
         raise LCMRefError("weights", str(path), "committed weights: run `lcm-ref paper train` to make them")
     model, rec = ck.load(path, device)
