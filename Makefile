@@ -14,7 +14,7 @@ STAMP    := $(VENV)/.installed
 STAMP026 := $(VENV026)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-026 test test-main test-026 report report-fast bench mutants docs clean conformance paper
+.PHONY: install install-026 test test-main test-026 report report-fast bench mutants docs clean conformance paper browser
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -36,8 +36,17 @@ $(STAMP026): pyproject.toml
 
 test: test-main test-026
 
-test-main: $(STAMP)
+test-main: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider $(PYTEST_ARGS)
+
+# tests/test_docs_site.py opens the built documentation site in headless Chromium: installed from Debian's packages
+# where it is missing and this is possible (root with apt-get); elsewhere the browser checks skip, saying why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    { echo "browser: installing chromium (Debian package) for tests/test_docs_site.py"; \
+	      apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; } || \
+	  echo "browser: chromium not installed (needs root and apt-get): tests/test_docs_site.py skips its browser checks"
 
 # The compact diffusers-0.26.3 subset (timesteps grid, every prediction type x schedule step, errors).
 test-026: $(STAMP026)
@@ -62,8 +71,8 @@ paper: $(STAMP)
 mutants: $(STAMP)
 	$(BIN)/python -m lcm_ref.oracle.mutants
 
-# The API reference from the docstrings, with docs/design.md, into build/docs; a warning (broken link or
-# cross-reference) fails it.
+# The documentation site into build/docs: the user guide, the report pages (from reports/), the README, the design
+# document and the API reference from the docstrings; a warning (broken link or cross-reference) fails it.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 

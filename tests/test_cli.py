@@ -163,3 +163,18 @@ def test_dispatch_help(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert all(opt in out for opt in ("--fast", "--only", "--out"))
+
+
+def test_docs_prints_the_cited_section(capsys):
+    """`lcm-ref docs` names the design document and lists its sections; `lcm-ref docs §N` prints section N (a
+    sub-point: the section holding it, saying so); an unknown section is a usage error naming the sections."""
+    assert cli(["docs"]) == 0
+    out = capsys.readouterr().out
+    assert "design.md" in out and "§9.1" in out and "§14" in out
+    assert cli(["docs", "§6.Q3"]) == 0
+    out = capsys.readouterr().out
+    assert "\n### §6.Q3 Zero-SNR" in out and "### §6.Q4" not in out
+    assert cli(["docs", "8.B6"]) == 0
+    assert "(§8.B6, Underflow, is a point of §8.3)" in capsys.readouterr().out
+    assert cli(["docs", "§99"]) == 2
+    assert "section='§99' is not allowed" in capsys.readouterr().err

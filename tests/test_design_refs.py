@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from lcm_ref import design_doc
+
 ROOT = Path(__file__).resolve().parents[1]
 DESIGN = ROOT / "docs" / "design.md"
 #: a citation: "docs/design.md §8", "docs/design.md §6.Q3", "docs/design.md §3, §6", "docs/design.md §8.B4"
@@ -15,19 +17,10 @@ SOURCES = ("lcm_ref/**/*.py", "lcm_ref/**/*.json", "notebooks/*.ipynb", "tests/*
 
 
 def sections() -> set:
-    """The section ids docs/design.md defines: headings "## §N", "### §N.M" / "### §N.QK", and the bold labelled
-    points of a section ("- **B4 …**" under "## §8" is §8.B4)."""
-    ids, current = set(), None
-    for line in DESIGN.read_text().splitlines():
-        m = re.match(r"^#{2,4} (§([0-9]+)(?:\.[A-Z]?[0-9]+)?)\b", line)
-        if m:
-            ids.add(m.group(1))
-            current = m.group(2) if line.startswith("## ") else current
-            continue
-        m = re.match(r"^\s*- \*\*([A-Z][0-9]+)\b", line)
-        if m and current:
-            ids.add(f"§{current}.{m.group(1)}")
-    return ids
+    """The section ids docs/design.md defines (lcm_ref.design_doc, the parser `lcm-ref docs` and the site use):
+    headings "## §N", "### §N.M" / "### §N.QK", and the bold labelled points of a section ("- **B4 …**" under
+    "## §8" is §8.B4)."""
+    return {"§" + n for n in design_doc.sections()}
 
 
 def citations():
@@ -68,3 +61,32 @@ def test_no_reference_to_an_unshipped_design(stale):
             hits += [f"{path.relative_to(ROOT)}:{i}" for i, line in
                      enumerate(path.read_text(errors="replace").splitlines(), 1) if re.search(stale, line)]
     assert not hits, hits
+
+
+def test_design_sections_parse():
+    """The shared section parser finds every numbered heading of docs/design.md and the sub-points of §8.3, in
+    order, and prints a section's text (`lcm-ref docs §N`)."""
+    text = DESIGN.read_text(encoding="utf-8")
+    headings = re.findall(r"^#{2,6} §(\S+) ", text, re.M)
+    found = design_doc.sections()
+    assert design_doc.path() == DESIGN.resolve()              # in a checkout, lcm_ref/design.md is docs/design.md
+    assert [n for n in found if ".B" not in n] == headings
+    assert [n for n in found if ".B" in n] == [f"8.B{i}" for i in range(1, 8)]
+    assert all(found[f"8.B{i}"].within == "8.3" for i in range(1, 8))
+    assert design_doc.section_text("§9.1").startswith("### §9.1 ")
+    assert "### §9.2 " not in design_doc.section_text("9.1") and "### §9.2 " in design_doc.section_text("9")
+    with pytest.raises(ValueError, match="section='§99'"):
+        design_doc.section("§99")
+
+
+def test_every_citation_the_site_links_resolves():
+    """Every citation the documentation site turns into a link (lcm_ref.design_doc.citations: `docs/design.md §N`
+    and bare `§N`, but not a report page's own `timestep_scaling §4`) names a section or sub-point that exists."""
+    files = [p for pattern in SOURCES if not pattern.startswith("tests/") for p in ROOT.glob(pattern)
+             if ".venv" not in p.parts]
+    cited = [(str(f.relative_to(ROOT)), n) for f in files for n in design_doc.cited(f.read_text(errors="replace"))]
+    assert len(cited) > 300                      # the project cites its design document a few hundred times
+    found = design_doc.sections()
+    assert not [(f, n) for f, n in cited if n not in found]
+    assert design_doc.cited("docs/design.md §9.1, §6.Q3 (§8.B6); reference_vs_gpu §3, timestep_scaling §1–2") == [
+        "9.1", "6.Q3", "8.B6"]

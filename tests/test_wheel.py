@@ -4,6 +4,7 @@ the wheel (notebooks, vectors, schemas), paths into the checkout, and commands t
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -95,7 +96,6 @@ def test_report_runs_from_the_wheel_into_a_chosen_folder(installed):
     fast: the page with no heavy sweep, and the conformance page, which only reads files). From a wheel the
     conformance page has no reports: it says how to make them with `lcm-ref conform` and claims no verdict; no page
     links to a file that is not under DIR (the notebooks ship inside the package)."""
-    import re
     _, work, _ = installed
     r = run(installed, "report", "--fast", "--only", "scheduler_behaviour", "--only", "conformance", "--out", "out")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -108,3 +108,26 @@ def test_report_runs_from_the_wheel_into_a_chosen_folder(installed):
         for target in re.findall(r"\]\(([^)\s]+)\)", md.read_text()):
             assert (work / "out" / target).resolve().is_relative_to(work / "out"), (md.name, target)
             assert (work / "out" / target).exists(), (md.name, target)
+
+
+def test_help_citations_are_followable_from_the_wheel(installed):
+    """Every `docs/design.md §N` that the help texts cite leads somewhere from a pip install: the wheel carries
+    the design document itself (identical to docs/design.md), and `lcm-ref docs §N` prints each cited section
+    from it."""
+    site, _, names = installed
+    assert "lcm_ref/design.md" in names
+    assert (site / "lcm_ref" / "design.md").read_bytes() == (ROOT / "docs" / "design.md").read_bytes()
+    helps = [run(installed, "--help")]
+    helps += [run(installed, name, "--help") for name in ("timesteps", "conform", "check", "vectors", "bench",
+                                                          "report", "paper", "docs")]
+    text = "\n".join(h.stdout for h in helps)
+    assert all(h.returncode == 0 for h in helps) and "lcm-ref docs §" in text
+    cited = sorted(set(re.findall(r"§(\d+(?:\.(?:[A-Z]\d+|\d+))?)", text)))
+    assert cited, "the help texts cite no section"
+    for number in cited + ["9.1"]:
+        r = run(installed, "docs", f"§{number}")
+        assert r.returncode == 0, r.stderr
+        assert str(site) in r.stdout.splitlines()[0], r.stdout[:300]
+        assert re.search(rf"^#+ §{re.escape(number)} |§{re.escape(number)}, ", r.stdout, re.M), r.stdout[:300]
+    r = run(installed, "docs", "§99")
+    assert r.returncode == 2 and "section='§99'" in r.stderr

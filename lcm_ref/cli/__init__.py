@@ -11,8 +11,10 @@ EPILOG = """examples:
   lcm-ref check diffusers:LCMScheduler            the fail-fast check: stops at the first difference
   lcm-ref vectors check --impl my_pkg:MyLCM       your scheduler against the golden vectors
   lcm-ref report --out my_reports                 execute the notebooks into my_reports/
+  lcm-ref docs §9.1                               print a section the help texts cite (docs/design.md §9.1)
 
-'lcm-ref COMMAND --help' for a command's options. The design document (docs/design.md) explains every check."""
+'lcm-ref COMMAND --help' for a command's options. The design document (docs/design.md, shipped with the package)
+explains every check; 'lcm-ref docs §N' prints the section a message cites as 'docs/design.md §N'."""
 
 import argparse
 import importlib
@@ -29,6 +31,7 @@ COMMANDS = {
     "bench": ("lcm_ref.cli.bench", "benchmark lcm_ref's torch scheduler against diffusers' (ratios, same run)"),
     "report": ("lcm_ref.cli.report", "execute the notebooks into a report folder"),
     "paper": ("lcm_ref.cli.paper", "train the learned testbed's networks (the paper's figures on 8×8 digits)"),
+    "docs": ("lcm_ref.cli.docs", "print where the design document is, or the section a citation names (§9.1)"),
 }
 
 

@@ -11,21 +11,18 @@ nothing was judged.
 Options: environment variables, or the same as pytest options (registered by the ``lcm_ref_conformance`` pytest
 plugin that installing lcm_ref adds; ``-p lcm_ref.conformance.options`` where it is not installed):
 
-=====================  =====================  ==========================================================
-variable               option                 meaning (default)
-=====================  =====================  ==========================================================
-LCM_REF_IMPL           --lcm-impl             the scheduler as module:attr (diffusers:LCMScheduler)
-LCM_REF_DTYPE          --lcm-dtype            comma-separated dtypes of the inputs (float32)
-LCM_REF_DEVICE         --lcm-device           torch device (cpu)
-LCM_REF_EXAMPLES       --lcm-examples         hypothesis examples per concern (each concern's default,
-                                              lcm_ref.oracle.conform.DEFAULT_EXAMPLES)
-LCM_REF_TABLES         --lcm-tables           table precision allowed: float32 or float64 (float32)
-LCM_REF_PROFILE        --lcm-profile          diffusers or strict (diffusers)
-LCM_REF_XFAIL          --lcm-xfail            comma-separated concerns (or "vectors") expected to fail
-                                              (none)
-LCM_REF_MIN_JUDGED     --lcm-min-judged       judged examples every concern needs to pass (each
-                                              concern's own, lcm_ref.oracle.conform.MIN_JUDGED)
-=====================  =====================  ==========================================================
+| variable | option | meaning (default) |
+|---|---|---|
+| ``LCM_REF_IMPL`` | ``--lcm-impl`` | the scheduler as module:attr (``diffusers:LCMScheduler``) |
+| ``LCM_REF_DTYPE`` | ``--lcm-dtype`` | comma-separated dtypes of the inputs (float32) |
+| ``LCM_REF_DEVICE`` | ``--lcm-device`` | torch device (cpu) |
+| ``LCM_REF_EXAMPLES`` | ``--lcm-examples`` | hypothesis examples per concern (each concern's default, ``lcm_ref.oracle.conform.DEFAULT_EXAMPLES``) |
+| ``LCM_REF_TABLES`` | ``--lcm-tables`` | table precision allowed: float32 or float64 (float32) |
+| ``LCM_REF_PROFILE`` | ``--lcm-profile`` | diffusers or strict (diffusers) |
+| ``LCM_REF_XFAIL`` | ``--lcm-xfail`` | comma-separated concerns (or "vectors") expected to fail (none) |
+| ``LCM_REF_MIN_JUDGED`` | ``--lcm-min-judged`` | judged examples every concern needs to pass (each concern's own, ``lcm_ref.oracle.conform.MIN_JUDGED``) |
+
+For example:
 
     LCM_REF_IMPL=my_pkg.sched:MyLCM LCM_REF_DTYPE=float32,float64 pytest --pyargs lcm_ref.conformance
     pytest --pyargs lcm_ref.conformance --lcm-impl=my_pkg.sched:MyLCM -k "noise or prev_sample"

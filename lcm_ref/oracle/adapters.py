@@ -30,7 +30,7 @@ Each factory carries ``concerns``: the concerns of ``lcm_ref.oracle.conform.CONC
 ``concerns=factory.concerns`` to ``conform``); the others are not applicable, not failures.
 
 Worked example: a port with ``step(model_output, step_index, timestep, sample, noise)`` (tests/test_adapters.py
-runs this)::
+runs this):
 
     import torch
     from lcm_ref.oracle.adapters import diffusers_noise, port

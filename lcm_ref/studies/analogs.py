@@ -1,10 +1,11 @@
-"""The paper's figures as analogs on the analytic testbed (issue 5). One function per CSV under ``reports/data/``.
+"""The paper's figures as analogs on the analytic testbed. One function per CSV under ``reports/data/``.
 
 Every function takes ``out_dir`` (where the CSV goes; written to a temporary file, then renamed) and ``fast``
 (seconds, for tests and CI; the default full mode is what ``make report`` shows), returns its rows as a list of
 dicts in column order, and writes them. ``run_all(out_dir, fast)`` runs them all and returns {csv name: rows}.
 
 Common set-up (all seeds fixed):
+
 - data: ``testbed.make_mixture()``, a standardized 2-D mixture of 6 Gaussians in 3 classes (mean 0, covariance I);
 - config: ``ANALOG_CFG`` = diffusers' LCMScheduler defaults (SD's scaled_linear 0.00085/0.012, T = 1000,
   original_inference_steps = 50, timestep_scaling = 10, epsilon prediction);

@@ -1,4 +1,4 @@
-"""The paper's figures with learned networks on real data (issue 11): the back-end of the "learned testbed"
+"""The paper's figures with learned networks on real data: the back-end of the "learned testbed"
 sections of ``notebooks/paper_figures.ipynb``. Evaluation only, from the committed files (training is
 ``lcm_ref.studies.paper_train``, ``lcm-ref paper train``): one function per CSV under ``reports/data/``; each takes
 ``out_dir`` and ``fast`` (smaller samples, for tests) like ``lcm_ref.studies.analogs``. Results cached within a
@@ -458,13 +458,14 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
     Every FD claim is decided in both feature spaces of ``SPACES`` (the classifier's features and the pixels) and
     counts as reproduced only when both agree (``combine``); δ_space = the real-vs-real FD floor of that space at
     the evaluated sample size (differences smaller than two real samples' own FD are not told apart).
+
     - "LCM better at 1 (2) steps": Δ = FD(LCM) − FD(best teacher solver at that step count, per space) with a
       paired bootstrap interval (same real resample in both terms): reproduced if the interval is below 0, not
       reproduced if above 0.
     - "LCM best or level at 4 (8) steps": the same Δ; reproduced if the interval is below δ, not if above δ.
     - The Table 1 and distillation claims are decided for the student of every training seed
       (``TRAINING_SEEDS``): reproduced (not reproduced) only when all agree; the interval shown spans theirs.
-    - Distillation (issue 15's targets): "the student reproduces its guided teacher at 4 steps": Δ = FD(LCM-4,
+    - Distillation (its two targets): "the student reproduces its guided teacher at 4 steps": Δ = FD(LCM-4,
       teacher DDIM-50) − FD(teacher DDIM-4, teacher DDIM-50) (the teacher's ω = 8 samples as the reference),
       reproduced if below δ, not if above; "guidance reaches the student": with the same x_T and classes, ω = 2 → 14
       moves the 4-step output by ``move`` ≥ ½ of the teacher's DDIM-50 change (the issue's target), and, a
@@ -472,7 +473,7 @@ def verdicts(out_dir=DEFAULT_OUT, fast=False, weights=None, runs=None) -> list:
       lies above ½, not reproduced if below, for every training seed.
     - Fig. 3 (one line per solver; from the training curves, each FD with its own interval; overlapping
       intervals are inconclusive), on ``fd_teacher``, the CNN FD of the student's 4-step samples to the teacher's
-      50-step samples at the same ω; pixel FDs are in the curves of runs trained after issue 15 only
+      50-step samples at the same ω; pixel FDs are in the curves of runs trained since the loss moved to ε space only
       (``fd_teacher_pix``), and a claim without them is decided in one space and says so.
     - Fig. 4: "larger ω raises the class score" (the classifier is the score, one space): mean paired difference
       ω = 14 minus ω = 2 at 4 steps, reproduced if above 0; "larger ω worsens FD": Δ = FD(ω = 14) − FD(ω = 2) at

@@ -1,4 +1,5 @@
-"""Short distillation runs that compare LCD recipes (issue 15; docs/design.md §11.1 "Which change mattered").
+"""Short distillation runs that compare LCD recipes (docs/design.md §11.1 "Which change of the LCD recipe
+mattered").
 
     python -m lcm_ref.studies.paper_recipe NAME ITERATIONS [key=value ...]     # keys: lcd.distill keywords
     python -m lcm_ref.studies.paper_recipe --omega-scan

@@ -13,6 +13,7 @@ integrate the second form with ``scipy.integrate.solve_ivp`` (DOP853): ε is wri
 is regular at s = 0 and the clean-data end point is reached without truncating the interval.
 
 End points of the consistency function (``end=``):
+
 - ``"data"``: s → 0. The output is the clean-data point the PF-ODE trajectory ends at.
 - ``"boundary"``: LCM's discrete boundary at timestep 0 (s_0 = √((1−ᾱ_0)/ᾱ_0) ≈ 0.029 for the SD schedule). The
   output is x at timestep 0, √ᾱ_0·y(s_0): LCM's boundary condition f(x, 0) = x (c_skip(0) = 1, c_out(0) = 0) and its

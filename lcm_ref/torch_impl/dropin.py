@@ -51,6 +51,7 @@ class LCMScheduler(*_BASES):
     ``profile`` (keyword only, not part of the saved config) decides what happens to a config diffusers accepts but
     whose noise schedule is degenerate (``LCMConfig.degeneracies``, docs/design.md §3), such as ``beta_end=2`` or a
     ``trained_betas`` shorter than ``num_train_timesteps``:
+
     - ``"diffusers"`` (default, so that every config diffusers loads loads here): accepted, with the
       ``LCMRefWarning`` ``LCMConfig`` gives; the tables are what diffusers builds from it, correctly rounded (√ of a
       negative ᾱ is NaN), and a timestep past a short ``trained_betas`` table raises IndexError when stepped at, as

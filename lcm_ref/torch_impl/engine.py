@@ -18,6 +18,7 @@ coefficients ``c·a`` and ``c·b`` rather than from the rounded ``denoised``: th
 rounding from prev's error (bound 2 instead of 3, below) for one extra elementwise pass.
 
 Coefficient dtype (why): tables are float32 for float32/float16/bfloat16 samples and float64 for float64 samples.
+
 - float32: the compute dtype is the data's dtype, so products and sums run at memory speed in one precision; the
   rounding of a coefficient to float32 costs u = eps/2 relative on its term, the same as one more product. With the
   operation order above (each product and each sum rounded once; an FMA only removes roundings, so the bound holds

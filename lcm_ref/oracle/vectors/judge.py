@@ -15,7 +15,7 @@ names, which gives the oracle's verdict for values of that dtype) and gives verd
 - the run: FAIL (exit 1) if a concern fails, INCOMPLETE (exit 3) if a concern is inconclusive, else PASS (exit 0;
   unsupported concerns are listed). A malformed outputs file is a usage error (exit 2).
 
-Cases of the other profile (TimestepsTest ``profile``) are not part of the run. The outputs format::
+Cases of the other profile (TimestepsTest ``profile``) are not part of the run. The outputs format:
 
     {"outputs": "lcm_ref vector outputs", "formatVersion": 1, "implementation": "my-port 1.0",
      "tier": "float32", "tables": "float32", "profile": "diffusers",

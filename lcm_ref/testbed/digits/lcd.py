@@ -28,6 +28,7 @@ The embedded ω is the paper's ω (diffusers' LCM pipeline embeds ``guidance_sca
 
 **The ODE solvers Ψ** (one step from s = start to t = target, α = √ᾱ, σ = √(1 − ᾱ), λ = log(α/σ), h = λ_t − λ_s,
 ε̃ the guided teacher, x̂_0 = (x − σ·ε̃)/α):
+
 - ``"ddim"``: x̂ = α_t·x̂_0(x, s) + σ_t·ε̃(x, s) (first order; DPM-Solver-1 and DPM-Solver++-1 are this same step);
 - ``"dpmsolver"``: DPM-Solver-2 (Lu et al. 2022, singlestep, noise form) with its intermediate point at r₁ = ½ in λ:
   u = (α_r/α_s)·x − σ_r·(e^{r₁h} − 1)·ε̃(x, s);
