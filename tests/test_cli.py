@@ -178,3 +178,18 @@ def test_docs_prints_the_cited_section(capsys):
     assert "(§8.B6, Underflow, is a point of §8.3)" in capsys.readouterr().out
     assert cli(["docs", "§99"]) == 2
     assert "section='§99' is not allowed" in capsys.readouterr().err
+
+
+def test_every_help_that_cites_the_design_document_says_how_to_read_it(capsys):
+    """Protects the pip-install reader: a command whose --help cites "docs/design.md §N" (docs/ is not installed)
+    also says that `lcm-ref docs §N` prints the section."""
+    from lcm_ref.cli import COMMANDS
+    citing = 0
+    for name in COMMANDS:
+        with pytest.raises(SystemExit):
+            cli([name, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        if "design.md §" in out and name != "docs":
+            citing += 1
+            assert "lcm-ref docs §N" in out, name
+    assert citing >= 3          # conform, check and report cite sections today: the test must see some

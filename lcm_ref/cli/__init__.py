@@ -16,6 +16,9 @@ EPILOG = """examples:
 'lcm-ref COMMAND --help' for a command's options. The design document (docs/design.md, shipped with the package)
 explains every check; 'lcm-ref docs §N' prints the section a message cites as 'docs/design.md §N'."""
 
+#: appended to a command's help when it cites the design document
+CITATIONS = "'docs/design.md §N' is the design document shipped with the package: 'lcm-ref docs §N' prints that section."
+
 import argparse
 import importlib
 import sys
@@ -49,6 +52,9 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     p = argparse.ArgumentParser(prog=f"lcm-ref {name}", description=COMMANDS[name][1])
     module.configure_parser(p)
+    if name != "docs" and "design.md §" in (p.format_help()):
+        # a citation must be followable from a pip install, where docs/ is not: say how, under the command's own help
+        p.epilog = (p.epilog or "") + ("\n\n" if p.epilog else "") + CITATIONS
     return int(module.main(p.parse_args(argv[1:])) or 0)
 
 
