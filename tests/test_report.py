@@ -131,6 +131,21 @@ def test_interrupted_run_leaves_previous_reports(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nbs", "reports"]
 
 
+def test_first_run_whose_every_notebook_fails_reports_the_failures(tmp_path, monkeypatch):
+    """A first run (no previous reports) in which every notebook fails returns the failures with their messages and
+    writes the index, instead of stopping on the empty table of successful runs (it raised "rows=[] is not
+    allowed" when a kernel failed to start on a loaded machine)."""
+    nbs = fake_notebooks(tmp_path / "nbs", ["scheduler_behaviour"])
+
+    def failing_execute(path, workdir, timeout, progress, env):
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+    monkeypatch.setattr(report, "_execute", failing_execute)
+    results = report.run(tmp_path / "reports", notebooks=nbs, quiet=True)
+    assert [(r.name, r.ok) for r in results] == [("scheduler_behaviour", False)]
+    assert "Kernel didn't respond" in results[0].error
+    assert (tmp_path / "reports" / "README.md").is_file()
+
+
 def test_full_run_replaces_and_keeps_gpu_results(tmp_path, monkeypatch):
     """A full run replaces the folder (stale pages go), keeps data/*cuda* files (also ones written into the live
     folder while it ran), and a failing notebook keeps its previous page while the others are written."""

@@ -287,7 +287,8 @@ def _update_runs(out: Path, results, mode, env):
                            "seconds": round(r.seconds, 1), "figures": r.figures}
     order = {n: i for i, n in enumerate(ORDER)}
     rows = sorted(old.values(), key=lambda r: (order.get(r["name"], len(order)), r["name"]))
-    save_csv(rows, path, ["name", "title", "mode", "date", "seconds", "figures"])
+    if rows:                # none when every notebook of a first run failed: no table to write, the failures are said
+        save_csv(rows, path, ["name", "title", "mode", "date", "seconds", "figures"])
 
 
 def run(out=None, *, fast=False, only=None, notebooks=None, timeout=CELL_TIMEOUT_S, quiet=False, weights=None,
