@@ -392,7 +392,8 @@ def test_design_quotes_the_committed_results():
               "converges more slowly": "reproduced", "(k = 50) is worse": "inconclusive",
               "1 step lags": "inconclusive", "raises the CLIP score": "not reproduced", "worsens FID": "reproduced",
               "give close results": "inconclusive", "Guided-Distill": "not tested",
-              "guidance reaches the student": "not reproduced", "as close to its guided teacher": "inconclusive"}
+              "guidance reaches the student": "reproduced", "follows the teacher's sample by sample": "not reproduced",
+              "as close to its guided teacher": "inconclusive"}
     for key, verdict in expect.items():
         hits = [v for c, v in verdicts.items() if key in c]
         assert hits and all(v == verdict for v in hits), (key, hits)
