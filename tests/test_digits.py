@@ -447,3 +447,14 @@ def test_main_student_samples_with_diffusers_own_lcm_scheduler_and_guidance_embe
             assert torch.all((x_theirs - x_ours).abs() <= 8 * EPS32 * (scale + x_ours.abs()))
             x = x_theirs
     assert torch.isfinite(d_theirs).all() and d_theirs.shape == (n, 1, 8, 8)
+
+
+def test_committed_weights_are_complete_and_small():
+    """Protects the learned testbed's budget (docs/design.md §11.1, "Files"): every network the page evaluates is
+    committed, with its JSON record, and all of them together stay under 20 MB (the repository carries them)."""
+    from lcm_ref.testbed.digits.models import WEIGHT_FILES, WEIGHTS
+    files = [WEIGHTS / name for name in WEIGHT_FILES.values()]
+    files += [f.with_suffix(".json") for f in files]
+    missing = [f.name for f in files if not f.is_file()]
+    assert not missing, missing
+    assert sum(f.stat().st_size for f in files) < 20 * 2 ** 20
