@@ -118,7 +118,11 @@ def on_page_markdown(markdown, page, config, files):
     markdown = escape_subscripts(markdown)
     if page.file.src_uri == "design.md":
         return design_anchors(markdown)
-    if page.file.src_uri.startswith("reports/"):
+    if page.file.src_uri == "readme.md":
+        # the README links the docs as a repository file (docs/guide/index.md); in the site docs/ is the root
+        markdown = LINK.sub(lambda m: m[0] if m[1] or not m[3].startswith("docs/") else f"[{m[2]}]({m[3][5:]})",
+                            markdown)
+    if page.file.src_uri.startswith("reports/") or page.file.src_uri == "readme.md":
         return outside_links_as_text(markdown, page, files)
     return markdown
 
