@@ -146,6 +146,18 @@ def test_first_run_whose_every_notebook_fails_reports_the_failures(tmp_path, mon
     assert (tmp_path / "reports" / "README.md").is_file()
 
 
+def test_report_written_deep_in_a_tree_runs_its_kernel(tmp_path):
+    """Protects the kernel's IPC sockets from the output path's length: with the sockets in the work folder, a report
+    folder whose path makes them longer than a Unix socket's 107 bytes failed in 0.2 s and then hung (it did, for
+    tests/test_guide.py under pytest-xdist's longer temporary paths)."""
+    nbs = fake_notebooks(tmp_path / "nbs", ["scheduler_behaviour"])
+    out = tmp_path / ("deep-" * 20) / "my_reports"
+    assert len(str(out)) > 107
+    (result,) = report.run(out, notebooks=nbs, quiet=True, timeout=120)
+    assert result.ok, result.error
+    assert (out / "scheduler_behaviour.md").is_file()
+
+
 def test_full_run_replaces_and_keeps_gpu_results(tmp_path, monkeypatch):
     """A full run replaces the folder (stale pages go), keeps data/*cuda* files (also ones written into the live
     folder while it ran), and a failing notebook keeps its previous page while the others are written."""

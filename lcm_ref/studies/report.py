@@ -227,10 +227,13 @@ def _execute(path: Path, workdir: Path, timeout: int, progress, env: dict) -> "o
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
     # No kernel folders searched: only ipykernel's built-in "python3" spec, which runs this interpreter
-    # (sys.executable), so a user-level kernelspec cannot send the notebooks to another Python. IPC transport (a
-    # socket file in the private work folder) rather than TCP on localhost.
+    # (sys.executable), so a user-level kernelspec cannot send the notebooks to another Python. IPC transport (socket
+    # files in a private folder) rather than TCP on localhost. The folder is a short one of the system's temporary
+    # directory, not the work folder: a Unix socket's path holds at most 107 bytes, which a report written deep in
+    # a tree exceeds (the kernel then fails to bind and the run waits for it).
+    sockets = tempfile.mkdtemp(prefix="lcm-ref-kernel-")
     km = KernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]),
-                       transport="ipc", ip=str(workdir / "kernel-ipc"))
+                       transport="ipc", ip=os.path.join(sockets, "ipc"))
     client = NotebookClient(nb, km=km, kernel_name="python3", timeout=timeout, allow_errors=False,
                             resources={"metadata": {"path": str(workdir)}},
                             on_cell_executed=lambda **kw: progress.update(1))
@@ -239,6 +242,7 @@ def _execute(path: Path, workdir: Path, timeout: int, progress, env: dict) -> "o
     finally:
         if km.has_kernel:
             km.shutdown_kernel(now=True)
+        shutil.rmtree(sockets, ignore_errors=True)
     return nb
 
 
