@@ -17,6 +17,7 @@ from lcm_ref.studies import analogs as A  # noqa: E402
 from lcm_ref.studies import behaviour as B  # noqa: E402
 from lcm_ref.studies import bench  # noqa: E402
 from lcm_ref.studies import paper as P  # noqa: E402
+from lcm_ref.studies import paper_plots as PP  # noqa: E402
 from lcm_ref.testbed.digits import lcd, sampling  # noqa: E402
 
 
@@ -75,11 +76,11 @@ def _figures():
         ("analogs.plot_guidance", A.plot_guidance(gd), gd),
         ("analogs.plot_spacing", A.plot_spacing(sp), sp),
         ("analogs.plot_timestep_scaling_samples", A.plot_timestep_scaling_samples(ts), ts),
-        ("paper.figure_table1", P.figure_table1(pt1, 0.9), pt1),
-        ("paper.figure_skipping_step", P.figure_skipping_step(psk), psk),
-        ("paper.figure_guidance", P.figure_guidance(pgd), pgd),
-        ("paper.figure_timestep_scaling", P.figure_timestep_scaling(pts), pts),
-        ("paper.figure_sample_grid", P.figure_sample_grid(grids), [{"method": 0, "steps": 0, "class": 0}]),
+        ("paper_plots.figure_table1", PP.figure_table1(pt1, 0.9), pt1),
+        ("paper_plots.figure_skipping_step", PP.figure_skipping_step(psk), psk),
+        ("paper_plots.figure_guidance", PP.figure_guidance(pgd), pgd),
+        ("paper_plots.figure_timestep_scaling", PP.figure_timestep_scaling(pts), pts),
+        ("paper_plots.figure_sample_grid", PP.figure_sample_grid(grids), [{"method": 0, "steps": 0, "class": 0}]),
         ("bench.plot", bench.plot(bn, "cpu"), bn),
         ("accuracy.plot_scaled_errors", ACC.plot_scaled_errors(se, "scaled_linear"), se),
         ("accuracy.plot_scaling_sweep", ACC.plot_scaling_sweep(sw), sw),
@@ -96,7 +97,7 @@ def _plots_data(ax):
     return bool(ax.lines or ax.collections or ax.patches) and ax.get_visible() and ax.axison
 
 
-PLOTS = [f for f in FIGURES if f[0] != "paper.figure_sample_grid"]     # the grid shows images: its own test below
+PLOTS = [f for f in FIGURES if f[0] != "paper_plots.figure_sample_grid"]     # the grid shows images: its own test below
 
 
 @pytest.mark.parametrize("name,fig,rows", PLOTS, ids=[f[0] for f in PLOTS])
@@ -154,7 +155,7 @@ def test_analog_floor_uses_several_draws():
 
 def test_sample_grid_says_what_its_last_row_holds():
     """The sample grid's caption names both references in its last row: the teacher and the real digits."""
-    fig = dict((n, f) for n, f, _ in FIGURES)["paper.figure_sample_grid"]
+    fig = dict((n, f) for n, f, _ in FIGURES)["paper_plots.figure_sample_grid"]
     text = fig.get_suptitle()
     assert "teacher" in text and "real" in text
     last = [ax.get_title() for ax in fig.axes[-len(P.STEPS):] if ax.axison]

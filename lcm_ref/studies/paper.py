@@ -30,7 +30,7 @@ from ..testbed.digits import data, lcd, sampling
 from ..testbed.digits.models import WEIGHT_FILES, weights_folder
 from ..testbed.digits.models import load as load_model
 
-__all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "Sizes", "FULL", "FAST",
+__all__ = ["OMEGA", "STEPS", "KS", "SCALINGS", "OMEGAS", "CEILING_STEPS", "GUIDANCE_TEACHER_STEPS", "LABELS", "Sizes", "FULL", "FAST",
            "WEIGHTS", "RUNS", "RUNS_ENV", "runs_folder", "SPACES", "TRAINING_SEEDS", "models", "weights_key",
            "balanced_labels", "pixels", "space_features",
            "guidance_transfer", "combine", "skipping_rows", "classifier_summary",
@@ -47,6 +47,9 @@ OMEGAS = (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0)   #: Fig. 4's sweep, inside the 
 #: reproduced only when every training seed reproduces it)
 TRAINING_SEEDS = ("student", "student_seed1")
 GUIDANCE_TEACHER_STEPS = 8              #: the teacher's reference line in Fig. 4 (DPM-Solver++)
+#: the methods of Table 1 in words (figures and notes)
+LABELS = {"lcm": "LCM (student)", "ddim": "DDIM (teacher)", "dpmsolver": "DPM-Solver (teacher)",
+           "dpmsolver++": "DPM-Solver++ (teacher)", "teacher_ddim_50": "teacher, DDIM 50 steps"}
 MAIN = dict(num_ddim_timesteps=50, solver="ddim", timestep_scaling=10.0)
 DEFAULT_OUT = "reports/data"
 PACKAGE = Path(__file__).resolve().parents[1] / "testbed" / "digits"
@@ -638,170 +641,6 @@ EVALUATIONS = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Figures (the notebook only calls these and shows them)
-# ---------------------------------------------------------------------------------------------------------------
-
-_LABELS = {"lcm": "LCM (student)", "ddim": "DDIM (teacher)", "dpmsolver": "DPM-Solver (teacher)",
-           "dpmsolver++": "DPM-Solver++ (teacher)", "teacher_ddim_50": "teacher, DDIM 50 steps"}
-#: axis labels in words (FD: the FID formula on the classifier's 64-d features, squared feature units)
-FD_TEST = "Fréchet distance to the test digits\n(classifier features, squared)"
-FD_TEACHER = "Fréchet distance to the teacher's\n50-step samples (features, squared)"
-CLASS_SCORE = "class score (classifier's probability\nof the requested class)"
-STEPS_LABEL = "sampling steps"
-
-
-def _band(ax, xs, ys, lo, hi, label, marker="o-"):
-    ax.plot(xs, ys, marker, ms=3, label=label)
-    ax.fill_between(xs, lo, hi, alpha=0.15)
-
-
-def figure_table1(rows, floor=None):
-    """FD and class score against steps, one line per method with its interval band; the ceiling and the
-    real-vs-real floor as horizontal lines."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for meth in sampling.METHODS:
-        rs = sorted((r for r in rows if r["method"] == meth), key=lambda r: r["steps"])
-        xs = [r["steps"] for r in rs]
-        _band(axes[0], xs, [r["fd"] for r in rs], [r["fd_lo"] for r in rs], [r["fd_hi"] for r in rs], _LABELS[meth])
-        _band(axes[1], xs, [r["class_score"] for r in rs], [r["cs_lo"] for r in rs], [r["cs_hi"] for r in rs],
-              _LABELS[meth])
-    ceil = next((r for r in rows if r["method"] == "teacher_ddim_50"), None)
-    for ax, key in zip(axes, ("fd", "class_score")):
-        if ceil:
-            ax.axhline(ceil[key], color="k", lw=0.8, ls="--", label=_LABELS["teacher_ddim_50"])
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(list(STEPS), [str(s) for s in STEPS])
-        ax.set_xlabel(STEPS_LABEL)
-    if floor is not None:
-        axes[0].axhline(floor, color="k", lw=0.8, ls=":", label="real vs real (floor)")
-    axes[0].set_title(f"FID analog against steps (ω = {OMEGA:g}; bands: 95 % intervals)", fontsize=9)
-    return _fd_and_score_axes(fig, axes, "class score against steps (the CLIP-score analog)")
-
-
-def _fd_and_score_axes(fig, axes, score_title):
-    """Labels, titles and legend of a two-panel figure: FD to the test split (log) left, class score right."""
-    axes[0].set(ylabel=FD_TEST, yscale="log")
-    if not axes[0].get_title():
-        axes[0].set_title(f"Fréchet distance to the test digits (ω = {OMEGA:g})", fontsize=9)
-    axes[1].set(ylabel=CLASS_SCORE)
-    axes[1].set_title(score_title, fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def figure_skipping_step(rows):
-    """Fig. 3: 4-step FD along distillation, one column per solver, one line per k with its interval band; top row
-    FD to the test split, bottom row FD to the teacher's own samples at the same ω."""
-    import matplotlib.pyplot as plt
-    solvers = [s for s in lcd.SOLVERS if any(r["solver"] == s for r in rows)] or list(lcd.SOLVERS[:1])
-    fig, axes = plt.subplots(2, len(solvers), figsize=(4 * len(solvers), 6.2), sharey="row", squeeze=False)
-    for j, solver in enumerate(solvers):
-        for k in KS:
-            rs = sorted((r for r in rows if r["solver"] == solver and r["k"] == k), key=lambda r: r["iteration"])
-            if not rs:
-                continue
-            xs = [r["iteration"] for r in rs]
-            for i, key in enumerate(("fd", "fd_teacher")):
-                _band(axes[i][j], xs, [r[key] for r in rs], [r[f"{key}_lo"] for r in rs],
-                      [r[f"{key}_hi"] for r in rs], f"k = {k}", ".-")
-        axes[0][j].set(xlabel="LCD iteration (distillation step)", yscale="log")
-        axes[0][j].set_title(f"{solver} teacher: FD to the test digits", fontsize=9)
-        axes[1][j].set(xlabel="LCD iteration (distillation step)", yscale="log")
-        axes[1][j].set_title(f"{solver} teacher: FD to its own samples", fontsize=9)
-    axes[0][0].set_ylabel(f"{FD_TEST}\n4-step samples, ω = {OMEGA:g}", fontsize=8)
-    axes[1][0].set_ylabel(f"{FD_TEACHER}\n4-step samples, ω = {OMEGA:g}", fontsize=8)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def figure_guidance(rows):
-    """Fig. 4: FD and class score against ω, one line per step count of the student, with interval bands; the
-    teacher (DPM-Solver++) dashed."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    groups = [(f"LCM, {n} step{'s' * (n > 1)}", [r for r in rows if r.get("method", "lcm") == "lcm"
-                                                  and r["steps"] == n], "o-") for n in STEPS]
-    groups.append((f"teacher, DPM-Solver++ {GUIDANCE_TEACHER_STEPS} steps",
-                   [r for r in rows if r.get("method") == "teacher_dpmsolver++"], "k.--"))
-    for label, rs, marker in groups:
-        rs = sorted(rs, key=lambda r: r["omega"])
-        if not rs:
-            continue
-        xs = [r["omega"] for r in rs]
-        _band(axes[0], xs, [r["fd"] for r in rs], [r["fd_lo"] for r in rs], [r["fd_hi"] for r in rs], label, marker)
-        _band(axes[1], xs, [r["class_score"] for r in rs], [r["cs_lo"] for r in rs], [r["cs_hi"] for r in rs],
-              label, marker)
-    axes[0].set(xlabel="guidance scale ω", ylabel=FD_TEST)
-    axes[0].set_title("Fréchet distance to the test digits against ω (bands: 95 % intervals)", fontsize=9)
-    axes[1].set(xlabel="guidance scale ω", ylabel=CLASS_SCORE)
-    axes[1].set_title("class score against ω (the CLIP-score analog)", fontsize=9)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def figure_timestep_scaling(rows):
-    """FD and class score against steps for the students distilled with each timestep_scaling."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for s in SCALINGS:
-        rs = sorted((r for r in rows if r["timestep_scaling"] == s), key=lambda r: r["steps"])
-        xs = [r["steps"] for r in rs]
-        _band(axes[0], xs, [r["fd"] for r in rs], [r["fd_lo"] for r in rs], [r["fd_hi"] for r in rs],
-              f"s = {s:g}" + (" (released)" if s == 10 else ""))
-        _band(axes[1], xs, [r["class_score"] for r in rs], [r["cs_lo"] for r in rs], [r["cs_hi"] for r in rs],
-              f"s = {s:g}")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(list(STEPS), [str(s) for s in STEPS])
-        ax.set_xlabel(STEPS_LABEL)
-    axes[0].set_title("Fréchet distance to the test digits, per timestep_scaling s", fontsize=9)
-    return _fd_and_score_axes(fig, axes, "class score, per timestep_scaling s")
-
-
-def figure_sample_grid(grids):
-    """Methods in rows, step counts in columns; each cell the ten classes 0…9 (two rows of five) from the same
-    seed (x_T); a last row, "references", with the teacher's 50-step DDIM samples (the ceiling) and real digits of
-    the test split, each panel titled with what it holds."""
-    import matplotlib.pyplot as plt
-
-    def tile(img):                      # (10, 8, 8) → 2×5 mosaic with 1-pixel gaps
-        pad = np.pad(img, ((0, 0), (1, 1), (1, 1)), constant_values=0.0)
-        return np.concatenate([np.concatenate(list(pad[r * 5:(r + 1) * 5]), axis=1) for r in range(2)], axis=0)
-    fig, axes = plt.subplots(len(sampling.METHODS) + 1, len(STEPS), figsize=(8.5, 6.2), squeeze=False)
-    for i, meth in enumerate(sampling.METHODS):
-        for j, n in enumerate(STEPS):
-            ax = axes[i][j]
-            ax.imshow(tile(grids[(meth, n)]), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(f"{n} step{'s' * (n > 1)}", fontsize=8)
-            if j == 0:
-                ax.set_ylabel({"lcm": "LCM student"}.get(meth, _LABELS[meth].replace(" (teacher)", "")), fontsize=8)
-    last = axes[len(sampling.METHODS)]
-    extra = [(k, v) for k, v in grids.items() if k[0] not in sampling.METHODS]
-    for j, ax in enumerate(last):
-        ax.axis("off")
-        if j < len(extra):
-            (name, n), img = extra[j]
-            ax.axis("on")
-            ax.imshow(tile(img), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(_LABELS.get(name, name), fontsize=8)
-            if j == 0:
-                ax.set_ylabel("references", fontsize=8)
-    fig.suptitle(f"Samples of classes 0–9 (two rows of five per cell), ω = {OMEGA:g}, one seed for every cell\n"
-                 "last row, references: the teacher at 50 DDIM steps, and real digits of the test split", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def closing_note(classifier_rows, table_rows, verdict_rows, training_rows, guidance_rows=None) -> str:
     """The page's closing note: accuracy, floor, Table 1 FD per method and steps with intervals, verdict lines,
     training wall times (markdown)."""
@@ -817,11 +656,11 @@ def closing_note(classifier_rows, table_rows, verdict_rows, training_rows, guida
                      "seeds, 95 % interval):")
         for meth in sampling.METHODS:
             cells = [next(r for r in table_rows if r["method"] == meth and r["steps"] == n) for n in STEPS]
-            lines.append(f"  - {_LABELS[meth]}: " + " / ".join(
+            lines.append(f"  - {LABELS[meth]}: " + " / ".join(
                 f"{r[key]:.3g} [{r[key + '_lo']:.3g}, {r[key + '_hi']:.3g}]" for r in cells))
         ceil = next((r for r in table_rows if r["method"] == "teacher_ddim_50"), None)
         if ceil:
-            lines.append(f"  - {_LABELS['teacher_ddim_50']}: {ceil[key]:.3g} [{ceil[key + '_lo']:.3g}, "
+            lines.append(f"  - {LABELS['teacher_ddim_50']}: {ceil[key]:.3g} [{ceil[key + '_lo']:.3g}, "
                          f"{ceil[key + '_hi']:.3g}]")
     lines.append("- Verdicts:")
     lines += [f"  - **{r['verdict']}** — {r['claim']}: {r['measured']} {r['interval']}".rstrip() for r in verdict_rows]
