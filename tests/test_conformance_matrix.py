@@ -15,6 +15,7 @@ from lcm_ref.oracle.conform import schema as conformance_schema
 from lcm_ref.oracle.adapters import TCD_CONCERNS
 from lcm_ref.oracle.conform import ConcernResult, ConformanceReport
 from lcm_ref.studies import conformance as C
+from lcm_ref.studies import conformance_page as CP
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "reports" / "data" / "conformance"
@@ -128,9 +129,9 @@ def test_deviations_are_grouped_and_explained(folder):
     assert "no_previous_timestep" in devs and "no_begin_index" in devs
     odd = devs["unexplained:lcm:add_noise:fail"]
     assert not odd["known"] and odd["rows"] == ["LCMScheduler@0.22.0 float16"]
-    text = C.deviations_markdown(list(devs.values()))
+    text = CP.deviations_markdown(list(devs.values()))
     assert "not a known deviation" in text and "LCMScheduler@0.22.0 (float16)" in text
-    assert C.deviation_rows(list(devs.values()))[0]["key"]
+    assert CP.deviation_rows(list(devs.values()))[0]["key"]
 
 
 def test_page_without_reports_says_how_to_make_them_and_claims_nothing(tmp_path):
@@ -141,8 +142,8 @@ def test_page_without_reports_says_how_to_make_them_and_claims_nothing(tmp_path)
     import shlex
 
     from lcm_ref.cli import conform as conform_cli
-    assert C.report_folder(tmp_path) in (None, C.default_out())
-    text = C.intro_markdown(None, [], {}) + "\n" + C.deviations_markdown([], runs=0)
+    assert CP.report_folder(tmp_path) in (None, C.default_out())
+    text = CP.intro_markdown(None, [], {}) + "\n" + CP.deviations_markdown([], runs=0)
     assert "No concern fails" not in text and "no verdict" in text
     assert text.index("lcm-ref conform") < text.index("make conformance") and "In a checkout" in text
     commands = [shlex.split(line) for line in text.splitlines() if line.startswith("lcm-ref conform ")]
@@ -162,31 +163,31 @@ def test_page_reads_reports_written_by_lcm_ref_conform_alone(folder, tmp_path):
     (data / "conformance").mkdir(parents=True)
     for name in ("LCMScheduler-0.24.0_float32.json", "LCMScheduler-0.22.0_float16.json"):
         (data / "conformance" / name).write_bytes((folder / name).read_bytes())
-    found = C.report_folder(data)
+    found = CP.report_folder(data)
     assert found == data / "conformance"
     rows = C.load_matrix(found)
     assert [r["row"] for r in rows] == ["LCMScheduler@0.22.0", "LCMScheduler@0.24.0"]
-    text = C.intro_markdown(found, rows, C.run_info(found))
+    text = CP.intro_markdown(found, rows, C.run_info(found))
     assert "2 runs" in text and "separate `lcm-ref conform` runs" in text and "do not come from one run" not in text
-    assert C.deviations_markdown([], runs=2) == "No concern fails or is unsupported in any of the 2 runs."
+    assert CP.deviations_markdown([], runs=2) == "No concern fails or is unsupported in any of the 2 runs."
 
 
 def test_page_helpers(folder, tmp_path):
     rows = C.load_matrix(C.write_matrix(folder).parent)
     info = C.run_info(folder)
-    assert "5 runs" in C.summary_markdown(rows, info) and "95 s of wall time on 2" in C.summary_markdown(rows, info)
-    timing = C.timing_rows(rows, info)
+    assert "5 runs" in CP.summary_markdown(rows, info) and "95 s of wall time on 2" in CP.summary_markdown(rows, info)
+    timing = CP.timing_rows(rows, info)
     assert timing[2]["job CPU s"] == 20.0 and timing[0]["job CPU s"] is None
-    assert C.report_folder(folder.parent) == folder
-    assert C.report_folder(tmp_path / "nowhere") in (None, C.default_out())
-    judged = {r["concern"]: r["judged for TCD"] for r in C.tcd_rows()}
+    assert CP.report_folder(folder.parent) == folder
+    assert CP.report_folder(tmp_path / "nowhere") in (None, C.default_out())
+    judged = {r["concern"]: r["judged for TCD"] for r in CP.tcd_rows()}
     assert judged["noise"] and judged["tables"] and not judged["denoised"] and not judged["final_step"]
 
 
 def test_plot_matrix(folder):
     import matplotlib
     matplotlib.use("Agg")
-    fig = C.plot_matrix(C.matrix_rows(folder))
+    fig = CP.plot_matrix(C.matrix_rows(folder))
     assert len(fig.axes) == 1
 
 
@@ -333,10 +334,10 @@ def test_committed_files_come_from_one_run():
     assert C.consistency(COMMITTED) == []
     rows, info = C.load_matrix(COMMITTED), C.run_info(COMMITTED)
     page = PAGE.read_text()
-    for part, text in (("summary", C.summary_markdown(rows, info)),
+    for part, text in (("summary", CP.summary_markdown(rows, info)),
                        ("matrix", markdown_table(C.verdict_table(rows, markdown=True))),
                        ("short table", markdown_table(C.release_table(COMMITTED))),
-                       ("timings and versions", markdown_table(C.timing_rows(rows, info)))):
+                       ("timings and versions", markdown_table(CP.timing_rows(rows, info)))):
         assert text.strip() in page, f"reports/conformance.md: its {part} is not the committed files' (make report)"
     assert "\n**These files do not come from one run**" not in page       # the page's own check (the code says it)
     design = C.design_section(DESIGN.read_text())
