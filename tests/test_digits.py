@@ -290,6 +290,34 @@ def test_teacher_baselines_start_from_the_same_noise():
         assert out.shape == (3, 1, 8, 8) and torch.isfinite(out).all()
 
 
+def test_ideal_lcm_sample_is_lcms_sampler_around_the_teachers_own_ddim_runs():
+    """The perfect student: 1 step is the teacher's DDIM-50 sample bit for bit; 2 steps re-noise that sample to LCM's
+    second timestep (499) with the generator's next draw, as ``lcm_sample`` would, and run the teacher's DDIM from
+    there on the same grid, built here from diffusers' DDIMScheduler and the drop-in's ``add_noise`` (each checked
+    on its own elsewhere), so equality is bitwise. A re-noise one grid step off (519) differs."""
+    teacher, labels, omega = ToyEps(), torch.arange(4), 3.0
+    one = sampling.ideal_lcm_sample(teacher, labels, omega, 1, seed=7)
+    assert torch.equal(one, sampling.teacher_sample(teacher, labels, omega, 50, "ddim", seed=7))
+    g, _ = sampling.initial_noise(4, 7)
+    z = torch.randn((4, 1, 8, 8), generator=g)
+    sched = sampling.lcm_scheduler()
+    sched.set_timesteps(2)
+    assert [int(t) for t in sched.timesteps] == [999, 499]
+
+    def from_(t_start):
+        x = sched.add_noise(one, z, torch.tensor([t_start]))
+        ddim = sampling.teacher_scheduler("ddim", 50)
+        for t in ddim.timesteps[ddim.timesteps <= t_start]:
+            x = ddim.step(tch.guided_eps(teacher, x, t, labels, omega), t, x, return_dict=False)[0]
+        return x
+    two = sampling.ideal_lcm_sample(teacher, labels, omega, 2, seed=7)
+    assert torch.equal(two, from_(499))
+    assert not torch.allclose(two, from_(519), atol=1e-3)
+    with pytest.raises(LCMRefError) as e:
+        sampling.ideal_lcm_sample(teacher, labels, omega, 4, original_inference_steps=30)
+    assert e.value.parameter == "original_inference_steps"
+
+
 def test_data_split_is_fixed_stratified_and_scaled():
     tr, te = data.load("train"), data.load("test")
     assert len(tr.y) + len(te.y) == 1797
@@ -385,6 +413,17 @@ def test_design_quotes_the_committed_results():
     m = re.search(rf"\(`fd_ceiling` {num}\) than the teacher's DPM-Solver\+\+ \({num}\)", text)
     assert m and agrees(float(t1[("lcm", "4")]["fd_ceiling"]), m.group(1)) and \
         agrees(float(t1[("dpmsolver++", "4")]["fd_ceiling"]), m.group(2))
+    m = re.search(rf"its FD to the teacher's DDIM-50 samples is {num} / {num} / {num} / {num} \(CNN\) and {num} / {num} / "
+                  rf"{num} / {num} \(pixels\) at 1 / 2 / 4 / 8 steps", text)
+    assert m, "the perfect student's sentence of docs/design.md §11.1 changed: update this test with it"
+    want = [max(float(t1[("lcm_ideal", str(n))][k]), 0.0) for k in ("fd_ceiling", "fd_ceiling_pix") for n in (1, 2, 4, 8)]
+    assert all(agrees(v, s) for s, v in zip(m.groups(), want)), list(zip(m.groups(), want))
+    ctl = {(r["steps"], r["space"]): float(r["fd"]) for r in load("digits_ideal_control.csv")}
+    m = re.search(rf"it stays at {num} / {num} / {num} \(CNN\) and {num} / {num} / {num} \(pixels\) at 2 / 4 / 8 steps",
+                  text)
+    assert m, "the perfect student's control sentence of docs/design.md §11.1 changed: update this test with it"
+    want = [ctl[(str(n), sp)] for sp in ("cnn", "pixels") for n in (2, 4, 8)]
+    assert all(agrees(v, s) for s, v in zip(m.groups(), want)), list(zip(m.groups(), want))
     # the verdict summary of the same paragraph
     verdicts = {r["claim"]: r["verdict"] for r in load("digits_verdicts.csv")}
     expect = {"Table 1: at 1 step": "reproduced", "Table 1: at 2 steps": "reproduced",
@@ -393,7 +432,7 @@ def test_design_quotes_the_committed_results():
               "1 step lags": "inconclusive", "raises the CLIP score": "not reproduced", "worsens FID": "reproduced",
               "give close results": "inconclusive", "Guided-Distill": "not tested",
               "guidance reaches the student": "reproduced", "follows the teacher's sample by sample": "not reproduced",
-              "as close to its guided teacher": "inconclusive"}
+              "as close to its guided teacher": "inconclusive", "Attainable: a perfect student": "inconclusive"}
     for key, verdict in expect.items():
         hits = [v for c, v in verdicts.items() if key in c]
         assert hits and all(v == verdict for v in hits), (key, hits)
@@ -458,3 +497,23 @@ def test_committed_weights_are_complete_and_small():
     missing = [f.name for f in files if not f.is_file()]
     assert not missing, missing
     assert sum(f.stat().st_size for f in files) < 20 * 2 ** 20
+
+
+def _control_rows(ctl_fd, floor_hi):
+    rows = [{"method": "floor", "steps": 50, "omega": 0.0, "space": sp, "fd": floor_hi / 2, "lo": 0.0,
+             "hi": floor_hi} for sp in ("cnn", "pixels")]
+    return rows + [{"method": "lcm_ideal", "steps": n, "omega": 0.0, "space": sp, "fd": ctl_fd, "lo": ctl_fd - 0.5,
+                    "hi": ctl_fd + 0.5} for n in (2, 4, 8) for sp in ("cnn", "pixels")]
+
+
+@pytest.mark.parametrize("ctl_fd, guided_lo, says", [
+    (1.0, 5.0, "guidance compounds"),               # at the floor without guidance, above it with: guidance
+    (4.0, 5.0, "not shown to come with guidance"),  # drifts without guidance too
+    (1.0, 1.5, "not shown to come with guidance"),  # the guided run does not leave the floor either
+])
+def test_ideal_control_note_names_guidance_only_when_the_control_stays_at_the_floor(ctl_fd, guided_lo, says):
+    from lcm_ref.studies import paper, paper_recipe
+    t1 = [{"method": paper.IDEAL, "steps": n, "fd_ceiling": guided_lo + 1, "fd_ceiling_lo": guided_lo,
+           "fd_ceiling_pix": guided_lo + 1, "fd_ceiling_pix_lo": guided_lo} for n in (1, 2, 4, 8)]
+    note = paper_recipe.ideal_control_note(_control_rows(ctl_fd, floor_hi=2.0), t1)
+    assert note.count(says) == 2 and "(cnn)" in note and "(pixels)" in note

@@ -48,7 +48,7 @@ def _figures():
     sp = _rows({"method": ["lcm_exact"], "original_inference_steps": [30, 50], "spacing": ["lcm", "trailing"],
                 "steps": [1, 2, 4]}, fd=_fd, w2=_fd)
     ts = _rows({"steps": [1, 4], "timestep_scaling": [1.0, 10.0, 100.0]}, mean_abs_err=_fd, max_abs_err=_fd)
-    pt1 = _rows({"method": list(sampling.METHODS), "steps": P.STEPS}, **FD_BAND) + \
+    pt1 = _rows({"method": list(sampling.METHODS) + [P.IDEAL], "steps": P.STEPS}, **FD_BAND) + \
         _rows({"method": ["teacher_ddim_50"], "steps": [50]}, **FD_BAND)
     psk = _rows({"solver": list(lcd.SOLVERS), "k": [1, 20], "iteration": [0, 100]}, fd_teacher=_fd,
                 fd_teacher_lo=_fd, fd_teacher_hi=_fd, **FD_BAND)

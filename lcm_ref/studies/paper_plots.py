@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..testbed.digits import lcd, sampling
-from .paper import GUIDANCE_TEACHER_STEPS, KS, LABELS, OMEGA, SCALINGS, STEPS
+from .paper import GUIDANCE_TEACHER_STEPS, IDEAL, KS, LABELS, OMEGA, SCALINGS, STEPS
 
 __all__ = ["FD_TEST", "FD_TEACHER", "CLASS_SCORE", "STEPS_LABEL", "figure_table1", "figure_skipping_step",
            "figure_guidance", "figure_timestep_scaling", "figure_sample_grid"]
@@ -29,12 +29,15 @@ def figure_table1(rows, floor=None):
     real-vs-real floor as horizontal lines."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for meth in sampling.METHODS:
+    for meth in sampling.METHODS + (IDEAL,):
         rs = sorted((r for r in rows if r["method"] == meth), key=lambda r: r["steps"])
-        xs = [r["steps"] for r in rs]
-        _band(axes[0], xs, [r["fd"] for r in rs], [r["fd_lo"] for r in rs], [r["fd_hi"] for r in rs], LABELS[meth])
+        if not rs:
+            continue
+        xs, marker = [r["steps"] for r in rs], "s:" if meth == IDEAL else "o-"
+        _band(axes[0], xs, [r["fd"] for r in rs], [r["fd_lo"] for r in rs], [r["fd_hi"] for r in rs], LABELS[meth],
+              marker)
         _band(axes[1], xs, [r["class_score"] for r in rs], [r["cs_lo"] for r in rs], [r["cs_hi"] for r in rs],
-              LABELS[meth])
+              LABELS[meth], marker)
     ceil = next((r for r in rows if r["method"] == "teacher_ddim_50"), None)
     for ax, key in zip(axes, ("fd", "class_score")):
         if ceil:

@@ -2,7 +2,9 @@
 mattered").
 
     python -m lcm_ref.studies.paper_recipe NAME ITERATIONS [key=value ...]     # keys: lcd.distill keywords
-    python -m lcm_ref.studies.paper_recipe --omega-scan
+    python -m lcm_ref.studies.paper_recipe --omega-scan [--omega-scan-perfect: the perfect student's]
+    python -m lcm_ref.studies.paper_recipe --ideal-control
+    python -m lcm_ref.studies.paper_recipe --map-error
 
 The first trains the main setting (DDIM solver, k = 20, s = 10, ω ~ U[2, 14]) from the committed teacher (or, with
 ``init=student``, from the committed main student) for ITERATIONS (single-threaded) and prints, at iteration 0,
@@ -19,6 +21,11 @@ halfway and at the end, one JSON line per evaluation:
 The second (``omega_scan``, also on the paper page) prints, for the committed main student at 2 and 4 steps, the
 FD of its samples at ω ∈ ``SCAN_OMEGAS`` to the teacher's DDIM-50 samples at ω = 8: at which ω the student comes
 closest to the teacher's ω = 8 distribution.
+
+The third (``ideal_control``, also on the paper page) runs LCM's sampler with a perfect student (the teacher's own
+consistency function, ``sampling.ideal_lcm_sample``) without guidance: whether its drift from the teacher at ω = 8
+comes with guidance. The fourth (``map_error``) measures, on training inputs at ω = 8, how far the committed main
+student's consistency function is from the teacher's own, sample by sample, at each start timestep.
 """
 
 from __future__ import annotations
@@ -39,7 +46,8 @@ from ..testbed.digits.models import load
 from . import paper
 from .paper import CEILING_STEPS, EVAL_SEED, OMEGA, balanced_labels, guidance_transfer, pixels
 
-__all__ = ["N_EVAL", "PROBE_TIMESTEPS", "SCAN_OMEGAS", "local_alignment", "evaluate", "short_run", "omega_scan", "omega_scan_note"]
+__all__ = ["N_EVAL", "PROBE_TIMESTEPS", "SCAN_OMEGAS", "local_alignment", "evaluate", "short_run", "omega_scan",
+           "omega_scan_note", "ideal_control", "ideal_control_note", "map_error"]
 
 N_EVAL = 300
 PROBE_TIMESTEPS = (19, 99, 259, 499, 759, 999)
@@ -66,6 +74,28 @@ def local_alignment(student, teacher, n: int = 256, seed: int = 0) -> dict:
         tg = {w: lcd.lcd_target(teacher, student, tables, x, start, target, c, w) for w in (2.0, 14.0)}
         d_f, d_t = (f[14.0] - f[2.0]).double(), (tg[14.0] - tg[2.0]).double()
         out[t] = (float((d_f * d_t).sum() / d_t.square().sum()), float(d_t.square().mean().sqrt()))
+    return out
+
+
+@torch.no_grad()
+def map_error(student, teacher, n: int = 256, seed: int = 0, omega: float = OMEGA) -> dict:
+    """{t: (error, reach)} at the LCM timesteps of 1–4 steps and two low ones (``PROBE_TIMESTEPS``): on training
+    inputs x = add_noise(x_0, ε, t), error = RMS(f_θ(x, t, ω) − f*(x, t)) against the teacher's own consistency
+    function (``sampling.teacher_map``), reach = RMS(f*(x, t) − x_0), how far the exact map itself moves from the
+    digit that was noised. An error near the reach means the student's map is no closer to the exact one, sample
+    by sample, than the noised digit is."""
+    tables = ds.fused_tables(lcd.lcm_config(10.0))
+    train = data.load("train")
+    x0, c = train.x[:n], train.y[:n]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    cond = lcd.guidance_embedding(torch.full((n,), omega), student.config.time_cond_proj_dim)
+    out = {}
+    for t in sorted(PROBE_TIMESTEPS, reverse=True):
+        x = tch.noise_scheduler().add_noise(x0, noise, torch.full((n,), t))
+        exact = sampling.teacher_map(teacher, x, t, c, omega)
+        f = lcd.consistency(student, tables, x, torch.full((n,), t), c, cond)
+        rms = lambda d: round(float(d.double().square().mean().sqrt()), 3)  # noqa: E731
+        out[t] = (rms(f - exact), rms(exact - x0))
     return out
 
 
@@ -121,12 +151,14 @@ def short_run(name: str, iterations: int, **recipe) -> list:
 
 
 @torch.no_grad()
-def omega_scan(out_dir=None, fast=False) -> list:
+def omega_scan(out_dir=None, fast=False, perfect=False) -> list:
     """Which ω of the main student comes closest to the teacher's ω = ``OMEGA`` distribution → rows
     ``{method, steps, omega, space, fd, lo, hi}`` (and ``digits_omega_scan.csv`` in ``out_dir`` when given): the
     committed main student at 2 and 4 steps and every ω of ``SCAN_OMEGAS``, and the teacher's DDIM-4 at ``OMEGA``
     (the bar of the 4-step target), each against the teacher's DDIM-50 samples at ``OMEGA`` (same x_T and classes),
-    FD on the classifier's features and on pixels with 95 % bootstrap intervals (``paper`` sizes)."""
+    FD on the classifier's features and on pixels with 95 % bootstrap intervals (``paper`` sizes). ``perfect``:
+    the perfect student (``sampling.ideal_lcm_sample``, method ``paper.IDEAL``) in the student's place, which tells
+    the sampler's own shift of the best-matching ω from the student's."""
     sz = paper.FAST if fast else paper.FULL
     m = paper.models()
     teacher, classifier, student = m["teacher"][0], m["classifier"][0], m["student"][0]
@@ -134,8 +166,13 @@ def omega_scan(out_dir=None, fast=False) -> list:
     feats = lambda x: {"cnn": clf.features(classifier, x), "pixels": pixels(x)}  # noqa: E731
     ref = feats(sampling.teacher_sample(teacher, labels, OMEGA, CEILING_STEPS, "ddim", seed=EVAL_SEED))
     runs = [("ddim", 4, OMEGA, sampling.teacher_sample(teacher, labels, OMEGA, 4, "ddim", seed=EVAL_SEED))]
-    runs += [("lcm", steps, w, sampling.lcm_sample(student, labels, w, steps, seed=EVAL_SEED))
-             for steps in (2, 4) for w in SCAN_OMEGAS]
+
+    def sample(w, steps):
+        if perfect:
+            return sampling.ideal_lcm_sample(teacher, labels, w, steps, seed=EVAL_SEED)
+        return sampling.lcm_sample(student, labels, w, steps, seed=EVAL_SEED)
+    method = paper.IDEAL if perfect else "lcm"
+    runs += [(method, steps, w, sample(w, steps)) for steps in (2, 4) for w in SCAN_OMEGAS]
     rows = []
     for method, steps, w, images in runs:
         f = feats(images)
@@ -144,7 +181,7 @@ def omega_scan(out_dir=None, fast=False) -> list:
             rows.append({"method": method, "steps": steps, "omega": w, "space": sp, "fd": d["fd"], "lo": d["lo"],
                          "hi": d["hi"]})
     if out_dir is not None:
-        write_csv(rows, Path(out_dir) / "digits_omega_scan.csv")
+        write_csv(rows, Path(out_dir) / f"digits_omega_scan{'_perfect' * perfect}.csv")
     return rows
 
 
@@ -166,15 +203,81 @@ def omega_scan_note(rows) -> str:
                    f"{best['omega']:g}" + (" (the lowest scanned)" if best["omega"] == min(SCAN_OMEGAS) else "") +
                    f": FD {iv(best)}, against {iv(own)} at ω = {OMEGA:g} and the teacher's DDIM-4 "
                    f"{iv(bar)} ({verdict} it)." + (
-                       " So at 4 steps the student over-applies guidance: its effective ω is lower than the teacher's."
+                       " So at 4 steps the student over-applies guidance: asked for a lower ω, it matches the "
+                       f"teacher's ω = {OMEGA:g} better."
                        if best["omega"] < OMEGA and best["hi"] < own["lo"] else ""))
+    return "\n".join(out)
+
+
+@torch.no_grad()
+def ideal_control(out_dir=None, fast=False, omega: float = 0.0) -> list:
+    """The perfect student without guidance → rows ``{method, steps, omega, space, fd, lo, hi}`` (and
+    ``digits_ideal_control.csv`` in ``out_dir`` when given): LCM's sampler with the teacher's own consistency function
+    (``sampling.ideal_lcm_sample``) at 2, 4 and 8 steps and ``omega``, FD to the teacher's DDIM-50 samples at the
+    same ω, x_T and classes; ``floor`` is the FD between two independent DDIM-50 draws (seeds ``EVAL_SEED`` and
+    ``EVAL_SEED`` + 1000): the sampling noise of the comparison. Against the ω = ``OMEGA`` line of Table 1 it tells
+    whether the perfect student's drift from the teacher comes with guidance."""
+    sz = paper.FAST if fast else paper.FULL
+    m = paper.models()
+    teacher, classifier = m["teacher"][0], m["classifier"][0]
+    labels = balanced_labels(sz.n)
+    feats = lambda x: {"cnn": clf.features(classifier, x), "pixels": pixels(x)}  # noqa: E731
+    ref = feats(sampling.teacher_sample(teacher, labels, omega, CEILING_STEPS, "ddim", seed=EVAL_SEED))
+    runs = [("floor", CEILING_STEPS, sampling.teacher_sample(teacher, labels, omega, CEILING_STEPS, "ddim",
+                                                             seed=EVAL_SEED + 1000))]
+    runs += [(paper.IDEAL, n, sampling.ideal_lcm_sample(teacher, labels, omega, n, seed=EVAL_SEED)) for n in (2, 4, 8)]
+    rows = []
+    for method, steps, images in runs:
+        f = feats(images)
+        for sp in f:
+            d = clf.bootstrap_fd(f[sp], ref[sp], n_boot=sz.n_boot)
+            rows.append({"method": method, "steps": steps, "omega": omega, "space": sp, "fd": d["fd"],
+                         "lo": d["lo"], "hi": d["hi"]})
+    if out_dir is not None:
+        write_csv(rows, Path(out_dir) / "digits_ideal_control.csv")
+    return rows
+
+
+def ideal_control_note(rows, table_rows) -> str:
+    """One sentence per feature space from ``ideal_control``'s rows and Table 1's ``IDEAL`` rows at ω = ``OMEGA``:
+    does the perfect student stay with its teacher at every step count without guidance, and not with it?"""
+    out = []
+    for sp, key in (("cnn", "fd_ceiling"), ("pixels", "fd_ceiling_pix")):
+        ctl = {r["steps"]: r for r in rows if r["space"] == sp}
+        guided = {r["steps"]: r for r in table_rows if r["method"] == paper.IDEAL}
+        if "floor" not in {r["method"] for r in rows} or not guided:
+            continue
+        floor = next(r for r in rows if r["space"] == sp and r["method"] == "floor")
+        steps = sorted(n for n in ctl if n != CEILING_STEPS)
+        # without guidance every step count within the two-draw floor; with it, at least the most steps above it
+        within = all(ctl[n]["lo"] <= floor["hi"] for n in steps)
+        drifts = max(steps) in guided and guided[max(steps)][key + "_lo"] > floor["hi"]
+        out.append(
+            f"- **Where the perfect student's drift comes from ({sp}).** Without guidance (ω = {rows[0]['omega']:g}) "
+            "LCM's sampler with the teacher's own consistency function is at FD "
+            + " / ".join(f"{ctl[n]['fd']:.3g}" for n in steps) + " to the teacher's DDIM-50 samples at "
+            + " / ".join(map(str, steps)) + f" steps, against {floor['fd']:.3g} [{floor['lo']:.3g}, "
+            f"{floor['hi']:.3g}] between two draws of the teacher itself; at ω = {OMEGA:g} it is at "
+            + " / ".join(f"{guided[n][key]:.3g}" for n in steps if n in guided)
+            + (f" (above that floor at {max(steps)} steps). " if drifts else ". ")
+            + ("So re-noising and rerunning the teacher's map keeps the teacher's distribution when the map is the "
+               "unguided flow, and moves it away when it is guided: guidance compounds as LCM's sampler adds "
+               "steps." if within and drifts else
+               "The drift is not shown to come with guidance alone."))
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv == ["--omega-scan"]:
-        for row in omega_scan():
+    if argv == ["--map-error"]:
+        torch.set_num_threads(1)
+        for t, (err, reach) in map_error(load("student")[0], load("teacher")[0]).items():
+            print(json.dumps({"t": t, "error": err, "reach": reach}))
+        return 0
+    scans = {"--omega-scan": omega_scan, "--omega-scan-perfect": lambda: omega_scan(perfect=True),
+             "--ideal-control": ideal_control}
+    if len(argv) == 1 and argv[0] in scans:
+        for row in scans[argv[0]]():
             print(json.dumps(row))
         return 0
     if len(argv) < 2:

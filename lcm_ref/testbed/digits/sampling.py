@@ -13,6 +13,11 @@ class) and the teacher through diffusers' own solvers, each in the loop a diffus
   a 1-step run at t = 1) and ending at timestep 0 (DDIM's ``set_alpha_to_one=False``; the DPM solvers'
   ``final_sigmas_type="sigma_min"``, the only end diffusers allows for "dpmsolver") — the same end as LCM's
   boundary at t = 0.
+- ``ideal_lcm_sample``: LCM's multistep sampler with a perfect student: at each of the LCM scheduler's timesteps t the
+  consistency function is the teacher's own, f*(x, t) = its guided DDIM run from t to 0 on the distillation grid
+  (the trailing grid of ``original_inference_steps`` steps, which holds every LCM timestep), the map Algorithm 1
+  distils with the DDIM solver; between steps x = add_noise(f*, z, t_next), z drawn as ``lcm_sample`` draws it. One
+  step is the teacher's DDIM run itself; any gap it leaves at more steps is the sampler's, not a student's.
 
 x_T is the first draw of ``torch.Generator().manual_seed(seed)``, shape (N, 1, 8, 8), so every method started with
 the same seed starts from the same x_T; LCM's re-noising continues from the same generator. Everything is computed
@@ -31,7 +36,7 @@ from .lcd import guidance_embedding
 from .teacher import SCHEDULE, guided_eps, unet_eps
 
 __all__ = ["METHODS", "TEACHER_SOLVERS", "lcm_scheduler", "teacher_scheduler", "lcm_sample", "teacher_sample",
-           "initial_noise"]
+           "ideal_lcm_sample", "teacher_map", "initial_noise"]
 
 TEACHER_SOLVERS = ("ddim", "dpmsolver", "dpmsolver++")
 METHODS = ("lcm",) + TEACHER_SOLVERS
@@ -116,7 +121,49 @@ def teacher_sample(teacher, labels, omega: float, steps: int, solver: str = "ddi
     _, x = initial_noise(len(labels), seed, device)
     x = x * sched.init_noise_sigma
     c = labels.to(device)
+    return _teacher_run(teacher, sched, x, c, omega, device).cpu()
+
+
+def _teacher_run(teacher, sched, x, c, omega, device, start=None):
+    """The guided teacher run by ``sched`` from ``x`` at timestep ``start`` (its first timestep when None) to 0."""
     for t in sched.timesteps:
+        if start is not None and int(t) > start:
+            continue
         eps = guided_eps(teacher, sched.scale_model_input(x, t), t.to(device), c, float(omega))
         x = sched.step(eps, t, x, return_dict=False)[0]
-    return x.cpu()
+    return x
+
+
+@torch.no_grad()
+def teacher_map(teacher, x, t: int, labels, omega: float, original_inference_steps: int = 50) -> torch.Tensor:
+    """The teacher's own consistency function f*(x, t): its guided DDIM run from timestep ``t`` to 0 on the trailing
+    grid of ``original_inference_steps`` steps (the map Algorithm 1 distils with the DDIM solver), on x's device."""
+    ode = teacher_scheduler("ddim", original_inference_steps)
+    if int(t) not in {int(s) for s in ode.timesteps}:
+        raise LCMRefError("original_inference_steps", original_inference_steps,
+                          f"a grid that holds the timestep {int(t)}")
+    return _teacher_run(teacher, ode, x, torch.as_tensor(labels).to(x.device), omega, x.device, start=int(t))
+
+
+@torch.no_grad()
+def ideal_lcm_sample(teacher, labels, omega: float, steps: int, *, seed: int = 0, original_inference_steps: int = 50,
+                     device="cpu") -> torch.Tensor:
+    """``len(labels)`` samples of LCM's ``steps``-step sampler with the teacher's own consistency function in place
+    of a student (module docstring): what a perfectly distilled student would give, same x_T and re-noising draws as
+    ``lcm_sample``."""
+    from ...torch_impl import draw_noise
+    labels = _check(steps, labels, omega)
+    device = torch.device(device)
+    sched = lcm_scheduler(original_inference_steps=original_inference_steps)
+    sched.set_timesteps(steps, device=device)
+    timesteps = [int(t) for t in sched.timesteps]
+    g, x = initial_noise(len(labels), seed, device)
+    c = labels.to(device)
+    for i, t in enumerate(timesteps):
+        denoised = teacher_map(teacher, x, t, c, omega, original_inference_steps)
+        if i + 1 < len(timesteps):
+            if g.device != device:
+                g = _device_generator(g, device)
+            z = draw_noise(x.shape, g, device, x.dtype)
+            x = sched.add_noise(denoised, z, torch.tensor([timesteps[i + 1]], device=device))
+    return denoised.cpu()
