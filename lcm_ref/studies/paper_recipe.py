@@ -161,10 +161,8 @@ def omega_scan(out_dir=None, fast=False, perfect=False) -> list:
     the sampler's own shift of the best-matching ω from the student's."""
     sz = paper.FAST if fast else paper.FULL
     m = paper.models()
-    teacher, classifier, student = m["teacher"][0], m["classifier"][0], m["student"][0]
+    teacher, student = m["teacher"][0], m["student"][0]
     labels = balanced_labels(sz.n)
-    feats = lambda x: {"cnn": clf.features(classifier, x), "pixels": pixels(x)}  # noqa: E731
-    ref = feats(sampling.teacher_sample(teacher, labels, OMEGA, CEILING_STEPS, "ddim", seed=EVAL_SEED))
     runs = [("ddim", 4, OMEGA, sampling.teacher_sample(teacher, labels, OMEGA, 4, "ddim", seed=EVAL_SEED))]
 
     def sample(w, steps):
@@ -173,6 +171,19 @@ def omega_scan(out_dir=None, fast=False, perfect=False) -> list:
         return sampling.lcm_sample(student, labels, w, steps, seed=EVAL_SEED)
     method = paper.IDEAL if perfect else "lcm"
     runs += [(method, steps, w, sample(w, steps)) for steps in (2, 4) for w in SCAN_OMEGAS]
+    rows = _fd_to_teacher(m, runs, OMEGA, sz)
+    if out_dir is not None:
+        write_csv(rows, Path(out_dir) / f"digits_omega_scan{'_perfect' * perfect}.csv")
+    return rows
+
+
+def _fd_to_teacher(m, runs, omega, sz) -> list:
+    """Rows ``{method, steps, omega, space, fd, lo, hi}``: each run's ``(method, steps, ω, images)`` against the
+    teacher's DDIM-50 samples at ``omega`` (seed ``EVAL_SEED``, balanced classes), FD on the classifier's features
+    and on pixels with 95 % bootstrap intervals."""
+    teacher, classifier = m["teacher"][0], m["classifier"][0]
+    feats = lambda x: {"cnn": clf.features(classifier, x), "pixels": pixels(x)}  # noqa: E731
+    ref = feats(sampling.teacher_sample(teacher, balanced_labels(sz.n), omega, CEILING_STEPS, "ddim", seed=EVAL_SEED))
     rows = []
     for method, steps, w, images in runs:
         f = feats(images)
@@ -180,8 +191,6 @@ def omega_scan(out_dir=None, fast=False, perfect=False) -> list:
             d = clf.bootstrap_fd(f[sp], ref[sp], n_boot=sz.n_boot)
             rows.append({"method": method, "steps": steps, "omega": w, "space": sp, "fd": d["fd"], "lo": d["lo"],
                          "hi": d["hi"]})
-    if out_dir is not None:
-        write_csv(rows, Path(out_dir) / f"digits_omega_scan{'_perfect' * perfect}.csv")
     return rows
 
 
@@ -219,20 +228,12 @@ def ideal_control(out_dir=None, fast=False, omega: float = 0.0) -> list:
     whether the perfect student's drift from the teacher comes with guidance."""
     sz = paper.FAST if fast else paper.FULL
     m = paper.models()
-    teacher, classifier = m["teacher"][0], m["classifier"][0]
-    labels = balanced_labels(sz.n)
-    feats = lambda x: {"cnn": clf.features(classifier, x), "pixels": pixels(x)}  # noqa: E731
-    ref = feats(sampling.teacher_sample(teacher, labels, omega, CEILING_STEPS, "ddim", seed=EVAL_SEED))
-    runs = [("floor", CEILING_STEPS, sampling.teacher_sample(teacher, labels, omega, CEILING_STEPS, "ddim",
-                                                             seed=EVAL_SEED + 1000))]
-    runs += [(paper.IDEAL, n, sampling.ideal_lcm_sample(teacher, labels, omega, n, seed=EVAL_SEED)) for n in (2, 4, 8)]
-    rows = []
-    for method, steps, images in runs:
-        f = feats(images)
-        for sp in f:
-            d = clf.bootstrap_fd(f[sp], ref[sp], n_boot=sz.n_boot)
-            rows.append({"method": method, "steps": steps, "omega": omega, "space": sp, "fd": d["fd"],
-                         "lo": d["lo"], "hi": d["hi"]})
+    teacher, labels = m["teacher"][0], balanced_labels(sz.n)
+    runs = [("floor", CEILING_STEPS, omega, sampling.teacher_sample(teacher, labels, omega, CEILING_STEPS, "ddim",
+                                                                    seed=EVAL_SEED + 1000))]
+    runs += [(paper.IDEAL, n, omega, sampling.ideal_lcm_sample(teacher, labels, omega, n, seed=EVAL_SEED))
+             for n in (2, 4, 8)]
+    rows = _fd_to_teacher(m, runs, omega, sz)
     if out_dir is not None:
         write_csv(rows, Path(out_dir) / "digits_ideal_control.csv")
     return rows
