@@ -754,11 +754,11 @@ def caveats(table_rows, guidance_rows) -> str:
         best = min((m for m in sampling.TEACHER_SOLVERS if (m, 4) in ceil), key=lambda m: ceil[(m, 4)][key])
         a, b = ceil[("lcm", 4)], ceil[(best, 4)]
         iv = lambda r: f"{r[key]:.3g} [{r[key + '_lo']:.3g}, {r[key + '_hi']:.3g}]"  # noqa: E731
-        perfect = ceil.get((IDEAL, 4))
+        ideal4 = ceil.get((IDEAL, 4))
         out.append(
             f"- **Closeness to the teacher ({space}).** At 4 steps the student's FD to the teacher's own 50-step "
             f"samples (`{key}`) is {iv(a)}, {best}'s {iv(b)}"
-            + (f", a perfect student's {iv(perfect)}" if perfect else "") + ". "
+            + (f", a perfect student's {iv(ideal4)}" if ideal4 else "") + ". "
             + ("So at 4 steps the teacher's own solver reproduces the guided distribution more closely than the "
                "student does, although the student is closer to the real digits: the Table 1 verdicts hold for "
                "the paper's measure (FD to data), not as evidence that the student reproduces its guided teacher."

@@ -242,12 +242,12 @@ def ideal_control(out_dir=None, fast=False, omega: float = 0.0) -> list:
 def ideal_control_note(rows, table_rows) -> str:
     """One sentence per feature space from ``ideal_control``'s rows and Table 1's ``IDEAL`` rows at ω = ``OMEGA``:
     does the perfect student stay with its teacher at every step count without guidance, and not with it?"""
+    guided = {r["steps"]: r for r in table_rows if r["method"] == paper.IDEAL}
+    if not guided or "floor" not in {r["method"] for r in rows}:
+        return ""
     out = []
     for sp, key in (("cnn", "fd_ceiling"), ("pixels", "fd_ceiling_pix")):
         ctl = {r["steps"]: r for r in rows if r["space"] == sp}
-        guided = {r["steps"]: r for r in table_rows if r["method"] == paper.IDEAL}
-        if "floor" not in {r["method"] for r in rows} or not guided:
-            continue
         floor = next(r for r in rows if r["space"] == sp and r["method"] == "floor")
         steps = sorted(n for n in ctl if n != CEILING_STEPS)
         # without guidance every step count within the two-draw floor; with it, at least the most steps above it
